@@ -1,0 +1,111 @@
+"""The ``maskconver.json`` contract shared by converter, runtime, benchmarks and the Android demo.
+
+The converter writes this JSON into the model file's metadata (see ``shared/reference/model-file.md``);
+every reader goes through :class:`ModelInfo` so the field names live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+MEAN_RGB = (123.675, 116.28, 103.53)
+STD_RGB = (58.395, 57.12, 57.375)
+PAD_RGB = (124, 116, 104)  # the mean colour, rounded: ~0 after normalisation
+OUTPUT_NAMES = ("heatmap", "center_embeddings", "mask_features")
+
+
+class ModelFileError(ValueError):
+    """A model file is not a usable MaskConver model (corrupt, foreign, or metadata missing)."""
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int]
+
+
+@dataclass
+class ModelInfo:
+    """Everything the runtime needs besides the graph and ``mask_head.npz``."""
+
+    config_name: str
+    input_size: tuple[int, int]  # (H, W) of the static model input
+    num_classes: int  # heatmap channels C
+    embedding_size: int  # D
+    categories: list[Category]  # one per id 0..C-1 (id 0 = void)
+    stride: int = 8
+    num_proposals: int = 50
+    peak_kernel: int = 3
+    object_mask_threshold: float = 0.01
+    overlap_threshold: float = 0.7
+    small_area_threshold: float = 256.0  # pixels on the canvas below
+    canvas_size: tuple[int, int] = (640, 640)
+    mean: tuple[float, float, float] = MEAN_RGB
+    std: tuple[float, float, float] = STD_RGB
+    pad_value: tuple[int, int, int] = PAD_RGB
+    input_dtype: str = "uint8"  # "uint8" raw RGB, or "float32" already normalised (--float-input)
+    conversion: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def thing_ids(self) -> list[int]:
+        return [c.id for c in self.categories if c.isthing]
+
+    def is_thing_table(self):
+        """Boolean array ``[C]``: True where the category id is a thing class."""
+        import numpy as np
+
+        table = np.zeros(self.num_classes, dtype=bool)
+        for c in self.categories:
+            if c.isthing and 0 <= c.id < self.num_classes:
+                table[c.id] = True
+        return table
+
+    def labels(self) -> list[str]:
+        names = {c.id: c.name for c in self.categories}
+        return [names.get(i, f"class_{i}") for i in range(self.num_classes)]
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["categories"] = [asdict(c) for c in self.categories]
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelInfo:
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelFileError(f"maskconver.json is not valid JSON ({e}); re-convert the model") from e
+        if not isinstance(d, dict):
+            raise ModelFileError("maskconver.json must hold a JSON object; re-convert the model")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFileError(
+                f"maskconver.json format_version {version!r} is not supported (expected {FORMAT_VERSION}); "
+                "re-convert the model with this maskconver version"
+            )
+        required = ("config_name", "input_size", "num_classes", "embedding_size", "categories")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ModelFileError(f"maskconver.json lacks {', '.join(missing)}; re-convert the model")
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in d.items() if k in known}
+        try:
+            kwargs["categories"] = [
+                Category(int(c["id"]), str(c["name"]), bool(c["isthing"]), tuple(int(v) for v in c["color"]))
+                for c in d["categories"]
+            ]
+            for key in ("input_size", "canvas_size", "mean", "std", "pad_value"):
+                if key in kwargs:
+                    kwargs[key] = tuple(kwargs[key])
+            info = cls(**kwargs)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"maskconver.json has a malformed field ({e}); re-convert the model") from e
+        if len(info.input_size) != 2 or info.num_classes <= 0 or info.embedding_size <= 0:
+            raise ModelFileError("maskconver.json: input_size/num_classes/embedding_size are invalid")
+        return info
