@@ -1,0 +1,168 @@
+"""Center-heatmap peaks and top-K proposals (Model Garden ``MaskConverProposalGenerator``, vectorised).
+
+Reference (``modelgarden-maskconver.md`` 3.1): ``s = sigmoid(L)``, keep ``s`` where it equals its 3x3 SAME
+max-pool, top-K over the flat index ``(y*w + x)*C + c``. Here, exactly and without touching the whole
+heatmap more than a few times:
+
+* The test runs on the logits (or on the int8/uint8 codes of a quantised heatmap: dequantisation
+  ``scale*(q - zero_point)`` with ``scale > 0`` is strictly increasing, so order and equality are the same).
+* A location is a *peak* of class c if its value is ``>=`` every in-image neighbour in its 3x3 window
+  (padding ignored, like SAME max-pool), and no earlier neighbour in raster order (up-left, up, up-right,
+  left) holds the same value while being such a window maximum itself. So of a plateau of equal
+  neighbouring maxima only the first in raster order survives (int8 makes such plateaus common; the
+  float reference's ``|s - maxpool(s)| < 1e-6`` would keep all of them).
+* Ranking: value descending, ties to the lower flat index (TF ``top_k``). Ranking on logits equals ranking
+  on the sigmoid except where the float32 sigmoid saturates to exactly 1.0 (logits above ~16.6).
+* Only proposals with ``sigmoid(logit) > object_mask_threshold`` can change the panoptic output, so only
+  values above the logit threshold are candidates. Candidates are gathered above an adaptive cut
+  (estimated from a strided sample, lowered until at least K peaks are found or the cut reaches the
+  threshold). The result is the top-K list of the reference with the invalid (low-score) entries dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EARLIER = ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+_LATER = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Valid proposals, best first. ``classes`` int32 ``[K]``, ``scores`` float32 ``[K]`` (sigmoid),
+    ``logits`` float32 ``[K]`` (dequantised), ``yx`` int32 ``[K, 2]``, ``flat_index`` int64 ``[K]``."""
+
+    classes: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    yx: np.ndarray
+    flat_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.classes.shape[0])
+
+
+def sigmoid32(x: np.ndarray) -> np.ndarray:
+    """float32 ``1 / (1 + exp(-x))`` (the formula every path of the decoder uses)."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+def dequantize(q: np.ndarray, quant: tuple[float, float]) -> np.ndarray:
+    """TFLite dequantisation ``scale * (q - zero_point)`` in float32 (any shape)."""
+    scale, zero_point = quant
+    return np.float32(scale) * (np.asarray(q).astype(np.float32) - np.float32(zero_point))
+
+
+def logit_threshold(threshold: float) -> float:
+    """A value a little below ``log(t / (1 - t))``: every logit whose float32 sigmoid exceeds ``t`` is
+    above it (the exact ``> t`` test is redone on the float32 scores)."""
+    if threshold <= 0.0:
+        return -np.inf
+    if threshold >= 1.0:
+        return np.inf
+    t = float(np.log(threshold / (1.0 - threshold)))
+    return t - 1e-3 * max(1.0, abs(t))
+
+
+def _native_cut(value: float, dtype: np.dtype, quant: tuple[float, float] | None):
+    """A logit cut expressed in the heatmap's own domain (``x >= cut`` keeps every logit >= value)."""
+    if quant is None:
+        return value
+    scale, zero_point = quant
+    info = np.iinfo(dtype)
+    if value == -np.inf:
+        return int(info.min)
+    if value == np.inf:
+        return int(info.max) + 1
+    return int(np.clip(np.ceil(zero_point + value / scale - 1e-6), info.min, info.max + 1))
+
+
+def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+    """Whether ``flat[idx]`` is ``>=`` all its in-image 3x3 neighbours of the same class. ``idx`` int64 [n]."""
+    v = flat[idx]
+    pix = idx // c
+    y = pix // w
+    x = pix - y * w
+    ok = np.ones(idx.shape, dtype=bool)
+    for dy, dx in _EARLIER + _LATER:
+        inb = (y + dy >= 0) & (y + dy < h) & (x + dx >= 0) & (x + dx < w)
+        nb = np.where(inb, idx + (dy * w + dx) * c, idx)
+        ok &= flat[nb] <= v
+    return ok
+
+
+def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+    """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool."""
+    is_max = _window_max(flat, idx, h, w, c)
+    v = flat[idx]
+    pix = idx // c
+    y = pix // w
+    x = pix - y * w
+    keep = is_max.copy()
+    for dy, dx in _EARLIER:
+        inb = (y + dy >= 0) & (x + dx >= 0) & (x + dx < w)
+        nb = idx + (dy * w + dx) * c
+        tie = keep & inb & (flat[np.where(inb, nb, idx)] == v)
+        if tie.any():
+            sel = np.flatnonzero(tie)
+            keep[sel[_window_max(flat, nb[sel], h, w, c)]] = False
+    return keep
+
+
+def find_proposals(
+    heatmap: np.ndarray,
+    num_proposals: int = 50,
+    object_mask_threshold: float = 0.01,
+    quant: tuple[float, float] | None = None,
+) -> Proposals:
+    """Top-``num_proposals`` heatmap peaks whose sigmoid score exceeds ``object_mask_threshold``.
+
+    ``heatmap``: ``[h, w, C]`` float logits, or int8/uint8 codes with ``quant=(scale, zero_point)``.
+    """
+    if heatmap.ndim != 3:
+        raise ValueError(f"heatmap must be [h, w, C], got shape {heatmap.shape}")
+    h, w, c = heatmap.shape
+    flat = np.ascontiguousarray(heatmap).reshape(-1)
+    n = flat.size
+    k = int(num_proposals)
+    t_floor = _native_cut(logit_threshold(object_mask_threshold), flat.dtype, quant)
+    if k < 1:
+        raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
+    # Adaptive candidate cut: aim for ~8K candidates from a strided sample; widen until K peaks are found.
+    stride = max(1, n // 16384)
+    sample = flat[::stride]
+    want = 8 * k
+    while True:
+        rank = -(-want // stride)
+        if rank >= sample.size:
+            cut = t_floor
+        else:
+            part = np.partition(sample, sample.size - rank)[sample.size - rank]
+            cut = max(part, t_floor) if quant is None else max(int(part), t_floor)
+        idx = np.flatnonzero(flat >= cut)
+        is_peak = _peaks(flat, idx, h, w, c)
+        if cut == t_floor or int(is_peak.sum()) >= k:
+            break
+        want *= 4
+    idx = idx[is_peak]
+    vals = flat[idx]
+    # idx ascending, stable sort on descending value -> ties to the lower flat index (TF top_k).
+    order = np.argsort(-vals.astype(np.float64), kind="stable")[:k]
+    idx = idx[order]
+    logits = vals[order].astype(np.float32) if quant is None else dequantize(vals[order], quant)
+    scores = sigmoid32(logits)
+    valid = scores > np.float32(object_mask_threshold)
+    idx, logits, scores = idx[valid], logits[valid], scores[valid]
+    pix = idx // c
+    yx = np.stack([pix // w, pix % w], axis=1).astype(np.int32)
+    return Proposals(
+        classes=(idx % c).astype(np.int32),
+        scores=scores,
+        logits=logits,
+        yx=yx,
+        flat_index=idx.astype(np.int64),
+    )
