@@ -52,6 +52,30 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return int(new)
 
 
+def bilinear_resize_layer(height: int, width: int, name: str):
+    """A bilinear resize (TF2 semantics: half-pixel centres, no antialias) to a static size.
+
+    Keras 3's ``Resizing`` preprocessing layer is not used: inside a functional model it switches the layers after
+    it into training mode (batch statistics in BatchNormalization), which silently breaks inference.
+    """
+    import keras
+
+    class BilinearResize(keras.layers.Layer):
+        def __init__(self, height: int, width: int, **kw):
+            super().__init__(**kw)
+            self.height, self.width = int(height), int(width)
+
+        def call(self, x):
+            return keras.ops.image.resize(
+                x, (self.height, self.width), interpolation="bilinear", antialias=False
+            )
+
+        def compute_output_shape(self, shape):
+            return (shape[0], self.height, self.width, shape[-1])
+
+    return BilinearResize(height, width, name=name)
+
+
 @dataclass
 class WeightSlot:
     layer: object
@@ -202,7 +226,7 @@ def build_model(
     y = relu(name="aspp_pool_relu")(
         bn(f"{a}/{jp}/layer_with_weights-0/layer_with_weights-1", "aspp_pool_bn")(y)
     )
-    branches.append(layers.Resizing(h16, w16, interpolation="bilinear", name="aspp_pool_resize")(y))
+    branches.append(bilinear_resize_layer(h16, w16, name="aspp_pool_resize")(y))
     y = layers.Concatenate(name="aspp_concat")(branches)
     y = conv("decoder/aspp/projection/layer_with_weights-0", "aspp_proj_conv", nf)(y)
     decoder = relu(name="aspp_proj_relu")(
@@ -223,7 +247,7 @@ def build_model(
             kernel_initializer=head_init,
         )(low_level)
         y = relu(name=f"{head}_dlv3p_relu")(bn(f"{head}/_dlv3p_norm", f"{head}_dlv3p_bn")(y))
-        x = layers.Resizing(h8, w8, interpolation="bilinear", name=f"{head}_upsample")(decoder)
+        x = bilinear_resize_layer(h8, w8, name=f"{head}_upsample")(decoder)
         x = layers.Add(name=f"{head}_merge")([x, y])
         for c in range(config.head_num_convs):
             x = dwconv(
