@@ -1,0 +1,73 @@
+"""Calibration and held-out images for quantisation, preprocessed exactly like the runtime (letterbox)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class CalibrationError(ValueError):
+    """The calibration folder is missing, empty or unreadable."""
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files of a plain folder or of a COCO panoptic dataset (its ``images`` list), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"calibration folder {folder} does not exist or is not a folder")
+    for js in sorted(folder.glob("*.json")):
+        try:
+            doc = json.loads(js.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(doc, dict) and "images" in doc and "annotations" in doc:
+            names = [im["file_name"] for im in doc["images"]]
+            for sub in ("images", "."):
+                cand = [folder / sub / n for n in names]
+                cand = [
+                    c.with_suffix(".jpg") if not c.exists() and c.with_suffix(".jpg").exists() else c
+                    for c in cand
+                ]
+                if cand and all(c.exists() for c in cand):
+                    return cand
+    files = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "panoptic" not in p.parts
+    )
+    if not files:
+        raise CalibrationError(
+            f"no images (*.jpg, *.png, ...) in {folder}; pass --calibration with a folder of images from your domain"
+        )
+    return files
+
+
+def load_canvases(
+    files: list[Path], input_size: tuple[int, int], progress: str | None = None
+) -> Iterator[np.ndarray]:
+    """Read each file as RGB and letterbox it to ``input_size`` -> uint8 ``[H,W,3]`` canvases."""
+    import cv2
+    from maskconver.runtime.preprocess import letterbox
+
+    n = len(files)
+    for i, f in enumerate(files):
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CalibrationError(f"cannot read image {f}; remove it or fix the file")
+        canvas = letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), input_size)[0]
+        if progress:
+            print(f"\r{progress} {i + 1}/{n}", end="" if i + 1 < n else "\n", file=sys.stderr, flush=True)
+        yield canvas
+
+
+def split_calibration(files: list[Path], num_calibration: int, num_holdout: int, seed: int):
+    """Seeded disjoint (calibration, held-out) file lists; held-out is empty if nothing is left."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(files))
+    cal = [files[i] for i in order[:num_calibration]]
+    hold = [files[i] for i in order[num_calibration : num_calibration + num_holdout]]
+    return cal, hold

@@ -1,0 +1,317 @@
+"""``convert(...)``: a trained checkpoint to the self-contained maskconver model file(s), atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from maskconver.models.config import MaskConverConfig
+
+
+class ConversionError(RuntimeError):
+    """Conversion failed a check; nothing was written to the output folder."""
+
+
+@dataclass
+class ConvertOptions:
+    quantization: str = "int8"  # int8 | fp16 | fp32
+    onnx: bool = False
+    input_size: tuple[int, int] | None = None
+    calibration: str | None = None
+    num_calibration: int = 300
+    num_holdout: int = 16
+    seed: int = 0
+    per_channel: bool = True
+    lower_depthwise: bool = True
+    allow_cpu_ops: bool = False
+    val: str | None = None
+    max_pq_drop: float | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def log(msg: str, progress: bool = True) -> None:
+    if progress:
+        print(f"[maskconver-convert] {msg}", file=sys.stderr, flush=True)
+
+
+def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conversion: dict):
+    """The ``maskconver.json`` contents for a model converted from ``config``."""
+    from maskconver.runtime.model_info import Category, ModelInfo
+
+    if config.categories == "synthetic":
+        from maskconver.models.synthetic import SYNTHETIC_CATEGORIES
+
+        cats = list(SYNTHETIC_CATEGORIES)
+    else:
+        from maskconver.runtime.coco_categories import coco_panoptic_categories
+
+        cats = coco_panoptic_categories(config.num_classes)
+    things = set(config.thing_ids)
+    cats = [Category(c.id, c.name, c.id in things, tuple(c.color)) for c in cats if c.id < config.num_classes]
+    return ModelInfo(
+        config_name=config.name,
+        input_size=tuple(input_size),
+        num_classes=config.num_classes,
+        embedding_size=config.embedding_size,
+        categories=cats,
+        stride=config.stride,
+        num_proposals=config.num_instances,
+        object_mask_threshold=config.object_mask_threshold,
+        overlap_threshold=config.overlap_threshold,
+        small_area_threshold=config.small_area_threshold,
+        canvas_size=tuple(config.canvas_size),
+        conversion=conversion,
+    )
+
+
+def _calibration_images(opts: ConvertOptions, input_size, config):
+    """(calibration canvases, held-out canvases, description) — letterboxed like the runtime."""
+    from maskconver.converter.calibration import find_images, load_canvases, split_calibration
+
+    if opts.calibration:
+        files = find_images(opts.calibration)
+        if len(files) < 100 and opts.quantization == "int8":
+            log(
+                f"warning: only {len(files)} calibration images (100+ recommended, 300 by default)",
+                opts.progress,
+            )
+        cal, hold = split_calibration(files, opts.num_calibration, opts.num_holdout, opts.seed)
+        source = str(opts.calibration)
+    else:
+        from maskconver.models.synthetic import generate_synthetic_dataset
+
+        log(
+            "no --calibration folder: using synthetic images; pass --calibration DIR with images from your domain",
+            opts.progress,
+        )
+        tmp = Path(tempfile.mkdtemp(prefix="maskconver-calib-"))
+        n = min(opts.num_calibration, 300) + opts.num_holdout
+        generate_synthetic_dataset(tmp, n, seed=opts.seed + 1000, image_size=tuple(input_size))
+        files = find_images(tmp)
+        cal, hold = split_calibration(files, n - opts.num_holdout, opts.num_holdout, opts.seed)
+        source = f"synthetic(seed={opts.seed + 1000})"
+    if len(cal) < 100 and opts.quantization == "int8":
+        log(
+            f"warning: calibrating on {len(cal)} images; under 100 the int8 ranges are unreliable",
+            opts.progress,
+        )
+    cal_imgs = list(load_canvases(cal, input_size, "calibration images" if opts.progress else None))
+    hold_imgs = list(load_canvases(hold, input_size)) if hold else []
+    return cal_imgs, hold_imgs, source
+
+
+def convert(
+    checkpoint: str | Path, config: MaskConverConfig | str | None, out_dir: str | Path, opts: ConvertOptions
+):
+    """Convert ``checkpoint`` and write the model file(s) and ``report.{json,md}`` into ``out_dir``.
+
+    Everything is built in a temporary folder beside ``out_dir`` and moved in only after every check passed,
+    so a failed conversion never leaves a partial model nor replaces a good one. Returns the report dict.
+    """
+    from maskconver.converter.inference_graph import build_inference_fn
+    from maskconver.converter.report import cosine, op_table, sqnr_db, to_markdown
+    from maskconver.converter.tflite_export import convert_tflite, run_tflite
+    from maskconver.models.checkpoint import checkpoint_hash, load_checkpoint
+    from maskconver.models.config import get_config
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise ConversionError(
+            f"cannot write to output folder {out_dir}: {e.strerror}; choose another -o"
+        ) from e
+    cfg = get_config(config) if config is not None else None
+    log(f"loading checkpoint {checkpoint}", opts.progress)
+    model = load_checkpoint(checkpoint, cfg)
+    cfg = model.config
+    size = tuple(opts.input_size or cfg.input_size)
+    if size != tuple(cfg.input_size):
+        model_sized = load_checkpoint(checkpoint, cfg, input_size=size)
+    else:
+        model_sized = model
+    mode = opts.quantization
+    name = f"maskconver_{cfg.name}_{size[0]}x{size[1]}_{mode}"
+    timing: dict[str, float] = {}
+    report: dict = {"files": {}, "timing_s": timing}
+
+    cal_imgs, hold_imgs, source = ([], [], None)
+    if mode == "int8" or opts.val is None:
+        t = time.perf_counter()
+        cal_imgs, hold_imgs, source = _calibration_images(opts, size, cfg)
+        timing["calibration_data"] = time.perf_counter() - t
+    fn = build_inference_fn(model_sized, lower_depthwise=opts.lower_depthwise)
+    t = time.perf_counter()
+    log(
+        f"converting to TFLite ({mode}{', depthwise lowered' if opts.lower_depthwise else ''})", opts.progress
+    )
+    tfl = convert_tflite(fn, size, mode, cal_imgs if mode == "int8" else None, per_channel=opts.per_channel)
+    timing["tflite"] = time.perf_counter() - t
+    conversion = {
+        "quantization": mode,
+        "per_channel": opts.per_channel if mode == "int8" else None,
+        "lower_depthwise": opts.lower_depthwise,
+        "calibration": {"source": source, "num_images": len(cal_imgs), "seed": opts.seed}
+        if mode == "int8"
+        else None,
+        "source_checkpoint": str(checkpoint),
+        "source_checkpoint_sha256": checkpoint_hash(checkpoint),
+        "tool_versions": _tool_versions(),
+    }
+    info = model_info_for(cfg, size, conversion)
+    mask_head = model.mask_head_arrays()
+
+    from maskconver.converter.tflite_metadata import populate_metadata
+
+    tfl_meta = populate_metadata(tfl, info, mask_head, info.labels())
+    check_out = run_tflite(tfl, cal_imgs[0] if cal_imgs else np.zeros((*size, 3), np.uint8))
+    check_meta = run_tflite(tfl_meta, cal_imgs[0] if cal_imgs else np.zeros((*size, 3), np.uint8))
+    if any(not np.array_equal(check_out[k], check_meta[k]) for k in check_out):
+        raise ConversionError("adding metadata changed the model outputs (internal error)")
+
+    # ---- delegate checks ----
+    from maskconver.converter.delegate_check import check_delegates, count_xnnpack_partitions
+
+    dele = check_delegates(tfl_meta)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".maskconver-", dir=out_dir))
+    try:
+        tfl_path = tmp_dir / f"{name}.tflite"
+        tfl_path.write_bytes(tfl_meta)
+        parts = count_xnnpack_partitions(tfl_path)
+        report["delegates"] = {
+            "xnnpack_partitions": parts.get("partitions") if isinstance(parts, dict) else parts,
+            "xnnpack_undelegated_ops": parts.get("undelegated") if isinstance(parts, dict) else None,
+            "per_delegate": dele.summary() if hasattr(dele, "summary") else dict(dele),
+            "ok": dele.ok if hasattr(dele, "ok") else True,
+        }
+        if not report["delegates"]["ok"]:
+            msg = f"ops that a mobile delegate will not run: {report['delegates']['per_delegate']}"
+            if not opts.allow_cpu_ops:
+                raise ConversionError(msg + " (pass --allow-cpu-ops to write the model anyway)")
+            log("warning: " + msg, opts.progress)
+
+        # ---- int8 vs float agreement on held-out images ----
+        if mode != "fp32" and hold_imgs:
+            t = time.perf_counter()
+            ref_tfl = convert_tflite(
+                build_inference_fn(model_sized, lower_depthwise=opts.lower_depthwise), size, "fp32"
+            )
+            acc: dict[str, list] = {}
+            for img in hold_imgs:
+                a, b = run_tflite(ref_tfl, img), run_tflite(tfl_meta, img)
+                for k in a:
+                    acc.setdefault(k, []).append((a[k], b[k]))
+            report["agreement"] = {
+                k: {
+                    "sqnr_db": sqnr_db(np.stack([p[0] for p in v]), np.stack([p[1] for p in v])),
+                    "cosine": cosine(np.stack([p[0] for p in v]), np.stack([p[1] for p in v])),
+                }
+                for k, v in acc.items()
+            }
+            timing["agreement"] = time.perf_counter() - t
+            for k, v in report["agreement"].items():
+                log(
+                    f"{mode} vs float on {len(hold_imgs)} held-out images: {k} SQNR {v['sqnr_db']:.1f} dB, "
+                    f"cosine {v['cosine']:.4f}",
+                    opts.progress,
+                )
+
+        # ---- ONNX ----
+        if opts.onnx:
+            from maskconver.converter.onnx_export import export_onnx
+
+            t = time.perf_counter()
+            onnx_path = tmp_dir / f"{name}.onnx"
+            export_onnx(
+                fn,
+                size,
+                info,
+                mask_head,
+                onnx_path,
+                quantize=(mode == "int8"),
+                calibration=cal_imgs,
+                reference_tflite=tfl if mode == "fp32" else None,
+            )
+            timing["onnx"] = time.perf_counter() - t
+
+        # ---- PQ gate ----
+        if opts.val:
+            from maskconver.converter.pq_gate import pq_float_vs_quantized
+
+            t = time.perf_counter()
+            report["pq"] = pq_float_vs_quantized(
+                checkpoint, cfg, size, tfl_path, opts.val, tmp_dir, opts.progress
+            )
+            timing["pq"] = time.perf_counter() - t
+            if opts.max_pq_drop is not None and report["pq"]["drop"] > opts.max_pq_drop:
+                raise ConversionError(
+                    f"PQ dropped by {report['pq']['drop']:.2f} (float {report['pq']['float']['pq']:.2f} -> "
+                    f"{mode} {report['pq']['quantized']['pq']:.2f}), more than --max-pq-drop {opts.max_pq_drop}"
+                )
+
+        timing["total"] = time.perf_counter() - t0
+        report["model"] = {
+            "name": name,
+            "config": cfg.name,
+            "input_size": list(size),
+            "quantization": mode,
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": conversion["source_checkpoint_sha256"],
+            "lower_depthwise": opts.lower_depthwise,
+        }
+        report["calibration"] = (
+            {
+                "source": source,
+                "num_images": len(cal_imgs),
+                "seed": opts.seed,
+                "per_channel": opts.per_channel,
+            }
+            if mode == "int8"
+            else None
+        )
+        report["ops"] = op_table(tfl_meta)
+        for f in sorted(tmp_dir.iterdir()):
+            report["files"][f.name] = f.stat().st_size
+        (tmp_dir / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+        (tmp_dir / "report.md").write_text(to_markdown(report))
+        for f in sorted(tmp_dir.iterdir()):
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    log(
+        f"wrote {out_dir / (name + '.tflite')} ({report['files'][name + '.tflite']:,} bytes) in "
+        f"{timing['total']:.1f} s",
+        opts.progress,
+    )
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return str(o)
+    return str(o)
+
+
+def _tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("maskconver", "tensorflow", "tensorflow-cpu", "ai-edge-litert", "tf2onnx", "onnxruntime"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
