@@ -25,7 +25,7 @@ def float_onnx(fn: Callable, input_size: tuple[int, int]):
     old = [o.name for o in proto.graph.output]
     if len(old) != len(OUTPUT_NAMES):
         raise RuntimeError(f"unexpected ONNX outputs {old}")
-    mapping = dict(zip(old, OUTPUT_NAMES))
+    mapping = dict(zip(old, OUTPUT_NAMES, strict=True))
     for node in proto.graph.node:
         node.output[:] = [mapping.get(o, o) for o in node.output]
     for o in proto.graph.output:
@@ -104,7 +104,7 @@ def check_against_tflite(onnx_path: Path, tflite: bytes, input_size, tol: float 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (*input_size, 3), dtype=np.uint8)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": img[None]})))
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": img[None]}), strict=True))
     ref = run_tflite(tflite, img)
     worst = max(float(np.abs(got[k] - ref[k]).max() / max(1.0, np.abs(ref[k]).max())) for k in OUTPUT_NAMES)
     if worst > tol:
