@@ -223,3 +223,40 @@ def panoptic_record(
         d["area"] = int(area.get(d["id"], 0))
         infos.append(d)
     return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
+
+
+def panoptic_from_masks(
+    category_mask: np.ndarray, instance_mask: np.ndarray
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """COCO panoptic ids from a (category, instance) pair of masks.
+
+    Args:
+        category_mask: ``[H, W]`` category id per pixel, 0 = void.
+        instance_mask: ``[H, W]`` instance number per pixel (0 for stuff); pixels sharing both values form
+            one segment.
+    Returns:
+        ``ids [H, W]`` int64 (0 where the category is 0, segments numbered 1..N in ascending
+        (category, instance) order) and ``segments_info`` ``[{"id", "category_id", "iscrowd": 0, "area"}]``.
+    """
+    cat = np.asarray(category_mask).astype(np.int64)
+    inst = np.asarray(instance_mask).astype(np.int64)
+    if cat.ndim != 2 or cat.shape != inst.shape:
+        raise ValueError(
+            f"category_mask {cat.shape} and instance_mask {inst.shape} must be equal [H, W] maps"
+        )
+    if cat.size and (cat.min() < 0 or inst.min() < 0):
+        raise ValueError("category and instance ids must be non-negative")
+    key = cat * (int(inst.max(initial=0)) + 1) + inst
+    labels, inverse, counts = np.unique(key.ravel(), return_inverse=True, return_counts=True)
+    label_cats = np.zeros(labels.size, dtype=np.int64)
+    label_cats[inverse] = cat.ravel()
+    is_seg = label_cats != 0
+    seg_number = np.cumsum(is_seg) * is_seg  # 1..N for segments, 0 for void
+    if int(seg_number.max(initial=0)) > MAX_SEGMENT_ID:
+        raise ValueError("more segments than a COCO panoptic PNG can hold")
+    ids = seg_number[inverse].reshape(cat.shape)
+    segments = [
+        {"id": int(seg_number[k]), "category_id": int(label_cats[k]), "iscrowd": 0, "area": int(counts[k])}
+        for k in np.flatnonzero(is_seg)
+    ]
+    return ids, segments
