@@ -47,16 +47,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from maskconver.runtime.mask_resize import (
-    AxisPlan,
-    axis_plan,
-    cell_pixels,
-    interpolate_cells,
-    interpolate_x,
-    resize_rows,
-)
-from maskconver.runtime.peaks import Proposals, dequantize, find_proposals, sigmoid32
+from maskconver.runtime.mask_resize import AxisPlan, axis_plan
+from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
+from maskconver.runtime.peaks import Proposals, dequantize, find_proposals
 
 MASK_HEAD_KEYS = (
     "class_embeddings",
@@ -69,7 +62,6 @@ MASK_HEAD_KEYS = (
 )
 LAYER_NORM_EPSILON = 1e-6
 COCO_THING_IDS = tuple(range(1, 91))
-_ROW_CHUNK = 32  # rows per chunk in the dense merge (bounds memory to ~ chunk * W * K * 4 bytes * 4)
 
 
 @dataclass
@@ -109,17 +101,6 @@ class PanopticDecoding:
     @property
     def num_segments(self) -> int:
         return int(self.segment_ids.shape[0])
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """Per-pixel winner (proposal rank) ``winner [H, W]`` (uint8/int32), ``mask_area [K]`` int64,
-    ``kept [K]`` bool, ``bbox [K, 4]`` int64 ``(x0, y0, x1, y1)`` of the pixels won (zeros if none)."""
-
-    winner: np.ndarray
-    mask_area: np.ndarray
-    kept: np.ndarray
-    bbox: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -242,178 +223,6 @@ def mask_logits(
         out -= np.float32(zero_point) * emb_t.sum(axis=0)
         out *= np.float32(scale)
     return out.reshape(h, w, -1)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# merge
-
-
-def _keep(mask_area: np.ndarray, original_area: np.ndarray, small_area: float, overlap: float) -> np.ndarray:
-    return (mask_area > small_area) & (original_area > 0) & (mask_area > overlap * original_area)
-
-
-def _winner_dtype(k: int):
-    return np.uint8 if k <= 255 else np.int32
-
-
-def _bbox_from_winner(winner: np.ndarray, k: int) -> np.ndarray:
-    """Per-proposal ``(x0, y0, x1, y1)`` of ``winner [H, W]`` (values 0..k-1) -> int64 ``[k, 4]``."""
-    hh, ww = winner.shape
-    w64 = winner.astype(np.int64)
-    rows = np.bincount((np.arange(hh)[:, None] * k + w64).ravel(), minlength=hh * k).reshape(hh, k) > 0
-    cols = np.bincount((np.arange(ww)[None, :] * k + w64).ravel(), minlength=ww * k).reshape(ww, k) > 0
-    bbox = np.zeros((k, 4), dtype=np.int64)
-    has = rows.any(axis=0)
-    bbox[has, 1] = rows[:, has].argmax(axis=0)
-    bbox[has, 3] = hh - rows[::-1, has].argmax(axis=0)
-    bbox[has, 0] = cols[:, has].argmax(axis=0)
-    bbox[has, 2] = ww - cols[::-1, has].argmax(axis=0)
-    return bbox
-
-
-def merge_dense(
-    logits: np.ndarray,
-    scores: np.ndarray,
-    py: AxisPlan,
-    px: AxisPlan,
-    small_area: float,
-    overlap: float,
-) -> MergeResult:
-    """Straightforward full-resolution merge (row chunks). ``logits [h, w, K]`` float32, ``scores [K]``."""
-    k = logits.shape[-1]
-    hh, ww = py.n, px.n
-    winner = np.zeros((hh, ww), dtype=_winner_dtype(k))
-    original_area = np.zeros(k, dtype=np.int64)
-    if k == 0:
-        return MergeResult(winner, np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, 4), np.int64))
-    scores = scores.astype(np.float32)
-    rows_x = interpolate_x(np.ascontiguousarray(logits, dtype=np.float32), px)
-    for start in range(0, hh, _ROW_CHUNK):
-        stop = min(start + _ROW_CHUNK, hh)
-        p = sigmoid32(resize_rows(rows_x, py, start, stop))
-        winner[start:stop] = np.argmax(p * scores, axis=-1)
-        original_area += np.count_nonzero(p > np.float32(0.5), axis=(0, 1))
-    mask_area = np.bincount(winner.ravel(), minlength=k).astype(np.int64)
-    kept = _keep(mask_area, original_area, small_area, overlap)
-    return MergeResult(winner, mask_area, kept, _bbox_from_winner(winner, k))
-
-
-# Safety margins of the coarse bounds (far above float32 rounding of the interpolation, exp and product).
-_REL_LOGIT = np.float32(4e-6)
-_REL_PROD = np.float32(1e-5)
-_ABS_PROD = np.float32(1e-37)
-_SIGN_MARGIN = np.float32(1e-3)
-
-
-def _cell_bounds(logits: np.ndarray, py: AxisPlan, px: AxisPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell and proposal, bounds of the resized logits: ``lo, hi`` float32 ``[ny, nx, K]``."""
-    r0 = logits[py.run_i0]
-    r1 = logits[py.run_i1]
-    rmin = np.minimum(r0, r1)
-    rmax = np.maximum(r0, r1)
-    lo = np.minimum(rmin[:, px.run_i0], rmin[:, px.run_i1])
-    hi = np.maximum(rmax[:, px.run_i0], rmax[:, px.run_i1])
-    margin = np.maximum(hi, -lo)
-    margin *= _REL_LOGIT
-    lo -= margin
-    hi += margin
-    return lo, hi
-
-
-def merge_fast(
-    logits: np.ndarray,
-    scores: np.ndarray,
-    py: AxisPlan,
-    px: AxisPlan,
-    small_area: float,
-    overlap: float,
-) -> MergeResult:
-    """Coarse-to-fine merge, bit-identical to :func:`merge_dense`. Same arguments and result."""
-    k = logits.shape[-1]
-    hh, ww = py.n, px.n
-    if k == 0:
-        winner = np.zeros((hh, ww), dtype=_winner_dtype(0))
-        return MergeResult(winner, np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, 4), np.int64))
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    scores = scores.astype(np.float32)
-    ny, nx = py.run_start.size, px.run_start.size
-    cell_npix = py.run_len[:, None] * px.run_len[None, :]  # [ny, nx]
-
-    # 1. cell bounds of p * score; a cell is decided when a single proposal's upper bound reaches the
-    #    best lower bound.
-    lo, hi = _cell_bounds(logits, py, px)
-    with np.errstate(under="ignore"):
-        low = sigmoid32(lo) * (scores * (np.float32(1) - _REL_PROD)) - _ABS_PROD
-        upp = sigmoid32(hi) * (scores * (np.float32(1) + _REL_PROD)) + _ABS_PROD
-    best_low = low.max(axis=-1)
-    cand = upp >= best_low[..., None]  # [ny, nx, K]; the winner is always among these
-    ncand = np.count_nonzero(cand, axis=-1)
-    decided = ncand == 1
-    cell_win = np.argmax(cand, axis=-1)  # the lone candidate where decided
-
-    wdt = _winner_dtype(k)
-    mask_area = np.bincount(cell_win[decided], weights=cell_npix[decided], minlength=k).astype(np.int64)
-
-    # 2. undecided cells: interpolate only their candidates, pixel by pixel.
-    ucy, ucx = np.nonzero(~decided)
-    winner = np.repeat(np.repeat(cell_win.astype(wdt), py.run_len, axis=0), px.run_len, axis=1)
-    bbox_lo_y = np.full(k, hh, dtype=np.int64)
-    bbox_lo_x = np.full(k, ww, dtype=np.int64)
-    bbox_hi_y = np.zeros(k, dtype=np.int64)
-    bbox_hi_x = np.zeros(k, dtype=np.int64)
-    dcy, dcx = np.nonzero(decided)
-    dq = cell_win[dcy, dcx]
-    np.minimum.at(bbox_lo_y, dq, py.run_start[dcy])
-    np.minimum.at(bbox_lo_x, dq, px.run_start[dcx])
-    np.maximum.at(bbox_hi_y, dq, py.run_start[dcy] + py.run_len[dcy])
-    np.maximum.at(bbox_hi_x, dq, px.run_start[dcx] + px.run_len[dcx])
-    if ucy.size:
-        ucand = cand[ucy, ucx]  # [nU, K]
-        m = int(ncand[ucy, ucx].max())
-        cq = np.argsort(~ucand, axis=1, kind="stable")[:, :m]  # candidates in ascending rank, then padding
-        cok = np.take_along_axis(ucand, cq, axis=1)  # [nU, m]
-        nu = ucy.size
-        v = interpolate_cells(logits, py, px, np.repeat(ucy, m), np.repeat(ucx, m), cq.ravel())
-        ry, rx = v.shape[1:]
-        prod = sigmoid32(v) * scores[cq.ravel()][:, None, None]
-        prod = prod.reshape(nu, m, ry, rx)
-        prod[~cok] = np.float32(-1.0)
-        jwin = np.argmax(prod, axis=1)  # [nU, RY, RX]
-        qwin = np.take_along_axis(cq, jwin.reshape(nu, -1), axis=1).reshape(nu, ry, rx)
-        ys, xs, ok_y, ok_x = cell_pixels(py, px, ucy, ucx)
-        winner[ys[:, :, None], xs[:, None, :]] = qwin.astype(wdt)
-        ok = ok_y[:, :, None] & ok_x[:, None, :]
-        qv = qwin[ok]
-        mask_area += np.bincount(qv, minlength=k)
-        yy = np.broadcast_to(ys[:, :, None], qwin.shape)[ok]
-        xx = np.broadcast_to(xs[:, None, :], qwin.shape)[ok]
-        np.minimum.at(bbox_lo_y, qv, yy)
-        np.minimum.at(bbox_lo_x, qv, xx)
-        np.maximum.at(bbox_hi_y, qv, yy + 1)
-        np.maximum.at(bbox_hi_x, qv, xx + 1)
-
-    # 3. original_area = count(p > 0.5), only for proposals that pass the area test.
-    original_area = np.zeros(k, dtype=np.int64)
-    need = np.flatnonzero(mask_area > small_area)
-    if need.size:
-        lo_n = lo[:, :, need]
-        hi_n = hi[:, :, need]
-        pos = lo_n > _SIGN_MARGIN
-        original_area[need] = np.einsum("yx,yxq->q", cell_npix, pos.astype(np.int64))
-        unsure = ~pos & (hi_n >= -_SIGN_MARGIN)
-        scy, scx, sj = np.nonzero(unsure)
-        if scy.size:
-            sq = need[sj]
-            v = interpolate_cells(logits, py, px, scy, scx, sq)
-            _, _, ok_y, ok_x = cell_pixels(py, px, scy, scx)
-            above = (sigmoid32(v) > np.float32(0.5)) & ok_y[:, :, None] & ok_x[:, None, :]
-            original_area += np.bincount(sq, weights=above.sum(axis=(1, 2)), minlength=k).astype(np.int64)
-
-    kept = _keep(mask_area, original_area, small_area, overlap)
-    has = mask_area > 0
-    bbox = np.zeros((k, 4), dtype=np.int64)
-    bbox[has] = np.stack([bbox_lo_x, bbox_lo_y, bbox_hi_x, bbox_hi_y], axis=1)[has]
-    return MergeResult(winner, mask_area, kept, bbox)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ with a run along x is a *cell*: every output pixel of a cell is a convex combina
 low-resolution values, which is what the coarse-to-fine merge in :mod:`maskconver.runtime.decode` exploits.
 
 Every function here is elementwise float32 NumPy, so the same pixel computed by :func:`resize_rows` (dense)
-and by :func:`interpolate_cells` (only some cells) is bit-identical.
+and by :func:`interpolate_at` (only some pixels) is bit-identical.
 """
 
 from __future__ import annotations
@@ -105,33 +105,22 @@ def resize_bilinear(logits: np.ndarray, py: AxisPlan, px: AxisPlan) -> np.ndarra
     return resize_rows(interpolate_x(logits, px), py, 0, py.n)
 
 
-def cell_pixels(py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Padded pixel coordinates of cells ``(cy[n], cx[n])`` (run indices).
-
-    Returns ``ys [n, RY]``, ``xs [n, RX]`` int64 with RY/RX the longest runs; rows/columns past a run's
-    length repeat its last pixel (same value, so writing them is harmless), and ``ok_y [n, RY]``,
-    ``ok_x [n, RX]`` bool marking the real ones.
-    """
-    ry = int(py.run_len.max())
-    rx = int(px.run_len.max())
-    oy = np.arange(ry)
-    ox = np.arange(rx)
-    ly = py.run_len[cy][:, None]
-    lx = px.run_len[cx][:, None]
-    ys = py.run_start[cy][:, None] + np.minimum(oy[None, :], ly - 1)
-    xs = px.run_start[cx][:, None] + np.minimum(ox[None, :], lx - 1)
-    return ys, xs, oy[None, :] < ly, ox[None, :] < lx
-
-
-def interpolate_cells(
-    logits: np.ndarray, py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray, q: np.ndarray
+def interpolate_at(
+    logits: np.ndarray,
+    py: AxisPlan,
+    px: AxisPlan,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    q: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
 ) -> np.ndarray:
-    """Resized logits of proposal ``q[n]`` over the (padded) pixels of cell ``(cy[n], cx[n])``.
+    """Resized logits of proposal ``q[n]`` at pixels ``ys[n, RY] x xs[n, RX]`` lying in cell ``(cy, cx)[n]``.
 
     ``logits`` ``[h, w, K]`` float32 -> ``[n, RY, RX]`` float32, bit-identical to the same pixels of
-    :func:`resize_bilinear` (same float32 operations in the same order).
+    :func:`resize_bilinear` (same float32 operations in the same order). The pixels must lie in the runs
+    ``cy`` / ``cx`` (their source indices are taken from the runs).
     """
-    ys, xs, _, _ = cell_pixels(py, px, cy, cx)
     y0 = py.run_i0[cy]
     y1 = py.run_i1[cy]
     x0 = px.run_i0[cx]
@@ -145,3 +134,14 @@ def interpolate_cells(
     top = a + (b - a) * lx
     bot = c + (d - c) * lx
     return top[:, None, :] + (bot - top)[:, None, :] * ly[:, :, None]
+
+
+def bilinear_from_corners(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, lx: np.ndarray, ly: np.ndarray
+) -> np.ndarray:
+    """The same interpolation from gathered source values, *pairs last*: ``a = L[y0, x0]``,
+    ``b = L[y0, x1]``, ``c = L[y1, x0]``, ``d = L[y1, x1]`` float32 ``[n]``, weights ``lx [RX, n]``,
+    ``ly [RY, n]`` -> ``[RY, RX, n]`` float32 (bit-identical to :func:`resize_bilinear` at those pixels)."""
+    top = a + (b - a) * lx
+    bot = c + (d - c) * lx
+    return top[None, :, :] + (bot - top)[None, :, :] * ly[:, None, :]
