@@ -374,7 +374,7 @@ def _run_streaming(
         timed_out = not timer.is_alive()
         timer.cancel()
     if timed_out:
-        lines.append(f"\nmaskconver-bench: benchmark_model was stopped after {timeout:.0f} s\n")
+        lines.append(f"\nmaskconver-bench: benchmark_model was stopped after {timeout:g} s\n")
         return None, "".join(lines)
     return code, "".join(lines)
 

@@ -270,3 +270,29 @@ def test_file_sha256(tmp_path):
     p = tmp_path / "x.bin"
     p.write_bytes(b"abc")
     assert file_sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+# --- the streaming runner used for `adb shell benchmark_model` -------------------------------------------
+def test_streaming_runner_reports_progress_and_output(tmp_path):
+    from maskconver.benchmarks.android import _run_streaming
+
+    log = tmp_path / "out.txt"
+    log.write_text(_fixture("12"))
+    seen: list[str] = []
+    code, output = _run_streaming(["sh", "-c", f"cat {log}; echo oops >&2; exit 3"], 60, seen.append)
+    assert code == 3
+    assert output.startswith("INFO: STARTING!") and output.rstrip().endswith("oops")  # stderr merged in order
+    assert seen[0] == "Initialized session in 87.639ms."
+    assert [s for s in seen if s.startswith("Running benchmark")] == [
+        "Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.",
+        "Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.",
+    ]
+    assert parse_benchmark_output(output).inference.median == 105718
+
+
+def test_streaming_runner_stops_at_the_time_limit():
+    from maskconver.benchmarks.android import _run_streaming
+
+    code, output = _run_streaming(["sh", "-c", "echo started; exec sleep 30"], 0.5, lambda _m: None)
+    assert code is None
+    assert output.startswith("started") and "stopped after 0.5 s" in output
