@@ -88,7 +88,7 @@ def run_tflite(model: bytes | str, image: np.ndarray, num_threads: int = 2) -> d
 
 def output_details_by_name(interpreter) -> dict[str, dict]:
     """Map ``heatmap`` / ``center_embeddings`` / ``mask_features`` to the interpreter's output details."""
-    from maskconver.runtime.model_info import ModelFileError, OUTPUT_NAMES
+    from maskconver.runtime.model_info import OUTPUT_NAMES, ModelFileError
 
     details = interpreter.get_output_details()
     try:
