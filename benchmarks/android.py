@@ -164,6 +164,17 @@ def model_input_size(model_path: str | os.PathLike[str]) -> tuple[int, int] | No
     return None
 
 
+def check_binary_abi(binary: Path, arch: str | None, abis: Sequence[str], serial: str = "device") -> None:
+    """Raise :class:`BenchmarkSetupError` when an ELF of ``arch`` cannot run on a device with ``abis``."""
+    want = _ABI_FOR_ARCH.get(arch or "")
+    if not want or not abis or want in abis:
+        return
+    raise BenchmarkSetupError(
+        f"{binary} is an {arch} binary but device {serial} runs {', '.join(abis)}; use the benchmark_model "
+        f"build for {abis[0]} (android_aarch64_benchmark_model for arm64-v8a phones)"
+    )
+
+
 # --- the device command ------------------------------------------------------------------------------------
 def _delegate_flags(delegate: str) -> list[str]:
     if delegate == "cpu":
@@ -426,18 +437,7 @@ def run_android(
         say(
             f"emulator detected ({', '.join(info.emulator_reasons)}): results are functional only, not comparable"
         )
-    want_abi = _ABI_FOR_ARCH.get(arch or "")
-    abis = info.abi_list or ([info.abi] if info.abi else [])
-    if (
-        want_abi
-        and abis
-        and want_abi not in abis
-        and not (arch == "arm" and any(a.startswith("armeabi") for a in abis))
-    ):
-        raise BenchmarkSetupError(
-            f"{binary} is an {arch} binary but device {info.serial} runs {', '.join(abis)}; use the benchmark_model "
-            f"build for {abis[0]} (android_aarch64_benchmark_model for arm64-v8a phones)"
-        )
+    check_binary_abi(binary, arch, info.abi_list or ([info.abi] if info.abi else []), info.serial)
 
     say(f"pushing {model.name} and {binary.name} to {remote_dir}")
     dev.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=60)
@@ -447,30 +447,21 @@ def run_android(
 
     thermal_before = dev.thermal_status()
     warnings: list[str] = []
-    optional = list(_OPTIONAL_FLAGS)
     limit = timeout if timeout is not None else 600.0 + 30.0 * (runs + warmup)
-    while True:
-        argv = benchmark_command(
-            remote_binary,
-            remote_model,
-            threads=threads,
-            delegate=delegate,
-            runs=runs,
-            warmup=warmup,
-            op_profiling=op_profiling,
-            taskset=taskset,
-            optional_flags=optional,
-            extra_args=extra_args,
-        )
-        say(f"running {' '.join(argv)}")
-        shell_cmd = " ".join(shlex.quote(a) for a in argv) + " 2>&1"
-        code, output = _run_streaming(dev._argv(["shell", shell_cmd]), limit, say)
-        rejected = [f for f in optional if "Unconsumed cmdline flags" in output and f.split("=")[0] in output]
-        if rejected:
-            warnings.append(f"this benchmark_model does not know {', '.join(rejected)}; ran without it")
-            optional = [f for f in optional if f not in rejected]
-            continue
-        break
+    argv = benchmark_command(
+        remote_binary,
+        remote_model,
+        threads=threads,
+        delegate=delegate,
+        runs=runs,
+        warmup=warmup,
+        op_profiling=op_profiling,
+        taskset=taskset,
+        extra_args=extra_args,
+    )
+    say(f"running {' '.join(argv)}")
+    shell_cmd = " ".join(shlex.quote(a) for a in argv) + " 2>&1"
+    code, output = _run_streaming(dev._argv(["shell", shell_cmd]), limit, say)
     thermal_after = dev.thermal_status()
 
     parsed = parse_benchmark_output(output)

@@ -276,7 +276,7 @@ _FATAL_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     (re.compile(r"Failed to allocate tensors"), "tensor allocation failed"),
     (re.compile(r"Failed to invoke"), "inference (Invoke) failed"),
-    (re.compile(r"^Unconsumed cmdline flags"), "benchmark_model rejected a command-line flag"),
+    (re.compile(r"Failed to parse flag"), "benchmark_model could not parse a command-line flag"),
     (re.compile(r"CANNOT LINK EXECUTABLE"), "the benchmark_model binary cannot be linked on this device"),
     (re.compile(r"(?:inaccessible or not found|: not found$|No such file or directory)"), "file not found"),
     (re.compile(r"Permission denied"), "permission denied"),
@@ -634,6 +634,13 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
         if m:
             out.delegate_failed = True
             out.failures.append(f"{m.group(1)} delegate could not be applied")
+            continue
+
+        if stripped.startswith("Unconsumed cmdline flags:"):
+            # A warning: the tool ignores flags it does not know and goes on.
+            out.warnings.append(
+                "benchmark_model ignored flags it does not know: " + stripped.split(":", 1)[1].strip()
+            )
             continue
 
         # -- errors and fatal lines --

@@ -296,3 +296,18 @@ def test_streaming_runner_stops_at_the_time_limit():
     code, output = _run_streaming(["sh", "-c", "echo started; exec sleep 30"], 0.5, lambda _m: None)
     assert code is None
     assert output.startswith("started") and "stopped after 0.5 s" in output
+
+
+def test_binary_abi_must_match_the_device():
+    from maskconver.benchmarks.android import check_binary_abi
+
+    phone = ["arm64-v8a", "armeabi-v7a", "armeabi"]
+    check_binary_abi(Path("bm"), "aarch64", phone)
+    check_binary_abi(Path("bm"), "arm", phone)  # 32-bit ARM runs on a 64-bit phone
+    check_binary_abi(Path("bm"), "x86_64", ["x86_64", "arm64-v8a"])  # an emulator with ARM translation
+    with pytest.raises(
+        BenchmarkSetupError, match=r"x86_64 binary but device P6 runs arm64-v8a.*android_aarch64"
+    ):
+        check_binary_abi(Path("bm"), "x86_64", phone, "P6")
+    with pytest.raises(BenchmarkSetupError, match="aarch64 binary"):
+        check_binary_abi(Path("bm"), "aarch64", ["x86_64", "x86"])

@@ -571,7 +571,7 @@ def test_space_aligned_op_table_without_start_column():
             'CANNOT LINK EXECUTABLE "./benchmark_model": library "libc++_shared.so" not found',
             "cannot be linked",
         ),
-        ("Unconsumed cmdline flags: --bogus=1", "rejected a command-line flag"),
+        ("Failed to parse flag: num_threads", "could not parse a command-line flag"),
         ("Failed to mmap model /data/local/tmp/x.tflite", "model not loaded"),
         ("ERROR: Failed to invoke!", "Invoke"),
         ("Segmentation fault", "crashed"),
@@ -587,3 +587,12 @@ def test_empty_and_foreign_text_have_no_results():
     assert parse_benchmark_output("").status == "no_results"
     o = parse_benchmark_output("hello world\nsomething: else\n")
     assert o.status == "no_results" and o.inference is None
+
+
+def test_unknown_flags_are_a_warning_not_a_failure():
+    text = "WARN: Unconsumed cmdline flags: --report_peak_memory_footprint=true\n" + _load("12")
+    o = parse_benchmark_output(text)
+    assert o.status == "ok" and o.failures == []
+    assert o.warnings == [
+        "benchmark_model ignored flags it does not know: --report_peak_memory_footprint=true"
+    ]
