@@ -307,9 +307,10 @@ def build_android_result(
     if inference is not None:
         stages["inference"] = inference
 
-    errors = (
-        list(extra_errors) + list(parsed.failures) + [e for e in parsed.errors if e not in parsed.failures]
-    )
+    raw_errors = [
+        e for e in parsed.errors if e not in parsed.failures and not e.startswith("Benchmarking failed")
+    ]
+    errors = list(extra_errors) + list(parsed.failures) + raw_errors
     warnings = list(extra_warnings) + list(parsed.warnings)
     if not comparable:
         warnings.append(

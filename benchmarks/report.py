@@ -254,9 +254,8 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def _kv_table(rows: list[tuple[str, Any]]) -> list[str]:
-    out = ["| | |", "|---|---|"]
-    out += [f"| {k} | {_fmt(v)} |" for k, v in rows if v not in (None, "", [])]
-    return out
+    body = [f"| {k} | {_fmt(v)} |" for k, v in rows if v not in (None, "", [])]
+    return ["| | |", "|---|---|", *body] if body else []
 
 
 def to_markdown(result: Mapping[str, Any]) -> str:
