@@ -10,7 +10,8 @@ A result is a plain dict (schema ``maskconver-bench/1``). Both kinds share these
 ``device``, ``settings``, ``runtime``   free-form dicts, printed as they are
 ``stages``              ``{stage: STATS}``; host: ``preprocess``, ``inference``, ``decode``, ``end_to_end``;
                         android: ``inference``. STATS = ``n, mean, std, min, max, p5, p50, p90, p95, p99``
-                        (missing ones None). :func:`summarize_samples` builds STATS from per-run samples.
+                        (missing ones None). :func:`summarize_samples` builds STATS from per-run samples;
+                        :func:`make_host_result` builds the whole host dict.
 ``samples_ms``          optional ``{stage: [ms, ...]}`` per-run samples (drawn as histograms when present)
 ``init_ms``, ``first_inference_ms``, ``peak_memory_mb``
 Android only: ``delegation``, ``op_profile``, ``memory``, ``warmup``, ``thermal``, ``raw_output``
@@ -39,6 +40,7 @@ __all__ = [
     "HOST_DISCLAIMER",
     "STAGE_ORDER",
     "ReportError",
+    "make_host_result",
     "summarize_samples",
     "to_markdown",
     "validate_result",
@@ -49,6 +51,7 @@ __all__ = [
     "write_reports",
 ]
 
+SCHEMA = "maskconver-bench/1"
 STAGE_ORDER = ("preprocess", "inference", "decode", "end_to_end")
 STAT_KEYS = ("n", "mean", "std", "min", "max", "p5", "p50", "p90", "p95", "p99")
 HOST_DISCLAIMER = "host numbers, not a phone's: the 17/25 ms targets are for a phone (Pixel 6 class)"
@@ -81,6 +84,49 @@ def summarize_samples(samples_ms: Sequence[float] | np.ndarray) -> dict[str, flo
         "p90": float(p90),
         "p95": float(p95),
         "p99": float(p99),
+    }
+
+
+def make_host_result(
+    *,
+    model: Mapping[str, Any],
+    samples_ms: Mapping[str, Sequence[float] | np.ndarray],
+    init_ms: float | None,
+    first_inference_ms: float | None,
+    peak_memory_mb: float | None,
+    label: str,
+    device: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The host benchmark's result dict in the shared shape, STATS computed from per-run samples (ms).
+
+    ``samples_ms`` maps stage names (``preprocess``, ``inference``, ``decode``, ``end_to_end``) to per-run
+    latencies; ``model`` holds ``name``, ``path``, ``sha256``, ``input_size`` ([H, W]).
+    """
+    if not samples_ms:
+        raise ReportError("make_host_result needs per-run samples for at least one stage")
+    return {
+        "schema": SCHEMA,
+        "kind": "host",
+        "label": label,
+        "comparable": False,
+        "status": "ok",
+        "errors": [],
+        "warnings": list(warnings),
+        "model": dict(model),
+        "device": dict(device or {}),
+        "settings": dict(settings or {}),
+        "runtime": dict(runtime or {}),
+        "stages": {name: summarize_samples(x) for name, x in samples_ms.items()},
+        "samples_ms": {
+            name: [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+            for name, x in samples_ms.items()
+        },
+        "init_ms": init_ms,
+        "first_inference_ms": first_inference_ms,
+        "peak_memory_mb": peak_memory_mb,
     }
 
 

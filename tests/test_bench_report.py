@@ -15,6 +15,7 @@ from maskconver.benchmarks.android import build_android_result
 from maskconver.benchmarks.benchmark_model_output import parse_benchmark_output
 from maskconver.benchmarks.report import (
     ReportError,
+    make_host_result,
     summarize_samples,
     to_markdown,
     verdict,
@@ -225,3 +226,25 @@ def test_reports_are_replaced_by_rename(tmp_path):
     assert target.stat().st_ino != first_inode  # a new file renamed over the old one, not rewritten in place
     assert "640x640" in target.read_text()
     assert os.listdir(tmp_path) == ["r.md"]
+
+
+def test_make_host_result_has_the_shared_shape(tmp_path):
+    r = make_host_result(
+        model={"name": "m.tflite", "input_size": [256, 256]},
+        samples_ms={"inference": [10.0, 12.0, 11.0], "end_to_end": np.array([15.0, 17.0, 16.0])},
+        init_ms=5.0,
+        first_inference_ms=20.0,
+        peak_memory_mb=99.5,
+        label="x86_64 CPU",
+    )
+    assert r["kind"] == "host" and r["status"] == "ok" and r["schema"] == "maskconver-bench/1"
+    assert r["stages"]["inference"]["p50"] == 11.0 and r["stages"]["end_to_end"]["n"] == 3
+    assert r["samples_ms"]["end_to_end"] == [15.0, 17.0, 16.0]
+    v = verdict(r)
+    assert v["status"] == "HOST_ONLY" and v["measured_ms"] == 11.0
+    write_reports(r, json=tmp_path / "h.json")
+    assert json.loads((tmp_path / "h.json").read_text())["label"].startswith("HOST x86_64 CPU")
+    with pytest.raises(ReportError, match="samples"):
+        make_host_result(
+            model={}, samples_ms={}, init_ms=None, first_inference_ms=None, peak_memory_mb=None, label="x"
+        )
