@@ -118,22 +118,20 @@ def _unbatch(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _check_quant(x: np.ndarray, quant, name: str) -> tuple[float, float] | None:
+def _check_quant(x: np.ndarray, quant, name: str, arg: str) -> tuple[float, float] | None:
     if np.issubdtype(x.dtype, np.floating):
         if quant is not None:
             raise ValueError(
-                f"{name} is {x.dtype} but {name.split()[0]}_quant was given; pass codes or floats"
+                f"{name} is {x.dtype} but {arg} was given; pass the int8/uint8 codes or drop {arg}"
             )
         return None
     if x.dtype not in (np.int8, np.uint8):
         raise ValueError(f"{name} has dtype {x.dtype}; expected float, int8 or uint8")
     if quant is None:
-        raise ValueError(
-            f"{name} is {x.dtype}: pass its (scale, zero_point) as the matching *_quant argument"
-        )
+        raise ValueError(f"{name} is {x.dtype}: pass its (scale, zero_point) as {arg}")
     scale, zero_point = float(quant[0]), float(quant[1])
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"{name}: quantisation scale must be a positive number, got {quant[0]!r}")
+        raise ValueError(f"{arg}: the scale must be a positive number, got {quant[0]!r}")
     return scale, zero_point
 
 
@@ -327,9 +325,9 @@ def decode_panoptic(
     heat = _unbatch(heatmap, "heatmap")
     center = _unbatch(center_embeddings, "center_embeddings")
     feats = _unbatch(mask_features, "mask_features")
-    hq = _check_quant(heat, heatmap_quant, "heatmap")
-    cq = _check_quant(center, center_quant, "center_embeddings")
-    mq = _check_quant(feats, mask_quant, "mask_features")
+    hq = _check_quant(heat, heatmap_quant, "heatmap", "heatmap_quant")
+    cq = _check_quant(center, center_quant, "center_embeddings", "center_quant")
+    mq = _check_quant(feats, mask_quant, "mask_features", "mask_quant")
     h, w, c = heat.shape
     if center.shape[:2] != (h, w) or feats.shape[:2] != (h, w) or center.shape[2] != feats.shape[2]:
         raise ValueError(

@@ -1,0 +1,504 @@
+"""Tests of the NumPy MaskConver decoding (runtime/decode.py, peaks.py, mask_resize.py, merge.py).
+
+Goldens: ``shared/fixtures/modelgarden`` (Model Garden outputs for random weights, see its README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from maskconver.runtime.decode import (
+    decode_panoptic,
+    mask_embeddings,
+    mask_logits,
+    output_plans,
+)
+from maskconver.runtime.mask_resize import axis_plan, resize_bilinear
+from maskconver.runtime.merge import merge_dense, merge_fast
+from maskconver.runtime.peaks import find_proposals, sigmoid32
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MG = SHARED / "fixtures" / "modelgarden"
+
+# (category, instance, pixels) per golden, from the fixture README.
+GOLDEN_SEGMENTS = {
+    256: {
+        (3, 6, 21926),
+        (57, 45, 14835),
+        (69, 40, 852),
+        (69, 42, 5840),
+        (120, 0, 3846),
+        (133, 0, 222532),
+        (138, 0, 24056),
+        (139, 0, 18605),
+        (171, 0, 28568),
+        (175, 0, 65915),
+        (199, 0, 590),
+    },
+    640: {
+        (40, 11, 77862),
+        (40, 15, 91416),
+        (40, 26, 2603),
+        (40, 27, 475),
+        (133, 0, 97697),
+        (139, 0, 12048),
+        (141, 0, 1656),
+        (152, 0, 35645),
+        (171, 0, 58117),
+    },
+}
+GOLDEN_VOID = {256: 2035, 640: 32081}
+
+needs_goldens = pytest.mark.skipif(
+    not (MG / "golden_256.npz").exists(), reason=f"Model Garden fixtures not found under {MG}"
+)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    if not (MG / "golden_256.npz").exists():
+        pytest.skip(f"Model Garden fixtures not found under {MG}")
+    return {s: dict(np.load(MG / f"golden_{s}.npz")) for s in (256, 640)}
+
+
+@pytest.fixture(scope="module")
+def mask_head():
+    """The mask-head arrays (``mask_head.npz`` layout) read from the export-style checkpoint."""
+    ckpt = MG / "export_ckpt" / "ckpt-1"
+    if not (MG / "export_ckpt" / "ckpt-1.index").exists():
+        pytest.skip(f"Model Garden checkpoint not found under {MG}")
+    tf = pytest.importorskip("tensorflow")
+    reader = tf.train.load_checkpoint(str(ckpt))
+
+    def var(name: str) -> np.ndarray:
+        return reader.get_tensor(f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+    return {
+        "class_embeddings": var("class_embeddings/embeddings"),
+        "mlp_dense0_kernel": var("mlp/dense/0/kernel"),
+        "mlp_dense0_bias": var("mlp/dense/0/bias"),
+        "mlp_norm_gamma": var("mlp/norms/0/gamma"),
+        "mlp_norm_beta": var("mlp/norms/0/beta"),
+        "mlp_dense1_kernel": var("mlp/dense/1/kernel"),
+        "mlp_dense1_bias": var("mlp/dense/1/bias"),
+    }
+
+
+def _segments(category: np.ndarray, instance: np.ndarray) -> set[tuple[int, int, int]]:
+    pairs, counts = np.unique(np.stack([category.ravel(), instance.ravel()]), axis=1, return_counts=True)
+    return {(int(c), int(i), int(n)) for (c, i), n in zip(pairs.T, counts, strict=True) if c != 0}
+
+
+def _assert_same_proposals(classes, scores, yx, g) -> None:
+    """Same 50 proposals in the same order; adjacent swaps allowed where confidences differ < 1e-5."""
+    ref_c, ref_s, ref_yx = g["classes"][0], g["confidence"][0], g["embedding_indices"][0]
+    assert classes.shape == ref_c.shape
+    np.testing.assert_allclose(scores, ref_s, atol=1e-4)
+    for i in np.flatnonzero((classes != ref_c) | (yx != ref_yx).any(axis=1)):
+        j = i + 1 if i + 1 < len(ref_c) and classes[i] == ref_c[i + 1] else i - 1
+        assert 0 <= j < len(ref_c) and abs(ref_s[i] - ref_s[j]) < 1e-5, f"proposal {i} differs"
+        assert classes[i] == ref_c[j] and (yx[i] == ref_yx[j]).all()
+
+
+def _assert_merge_equal(a, b) -> None:
+    np.testing.assert_array_equal(a.winner, b.winner)
+    np.testing.assert_array_equal(a.mask_area, b.mask_area)
+    np.testing.assert_array_equal(a.original_area, b.original_area)
+    np.testing.assert_array_equal(a.kept, b.kept)
+    np.testing.assert_array_equal(a.bbox, b.bbox)
+
+
+# --------------------------------------------------------------------------------------------------------
+# resize
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "hh", "ww"), [(32, 32, 640, 640), (7, 5, 23, 41), (10, 12, 6, 5), (3, 4, 3, 4)]
+)
+def test_resize_matches_tf_image_resize(h, w, hh, ww):
+    tf = pytest.importorskip("tensorflow")
+    x = np.random.default_rng(h * w).standard_normal((h, w, 3)).astype(np.float32)
+    ref = tf.image.resize(x[None], (hh, ww)).numpy()[0]
+    out = resize_bilinear(x, axis_plan(h, hh), axis_plan(w, ww))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+
+
+def test_axis_plan_runs_and_crop():
+    p = axis_plan(4, 16)
+    # half-pixel: output i samples (i + 0.5) / 4 - 0.5; the first 2 and last 2 pixels clamp to the edge
+    np.testing.assert_array_equal(p.run_len, [2, 4, 4, 4, 2])
+    np.testing.assert_array_equal(p.run_i0, [0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(p.run_i1, [0, 1, 2, 3, 3])
+    np.testing.assert_allclose(p.lerp[2:6], [0.125, 0.375, 0.625, 0.875])
+    crop = axis_plan(4, 16, keep=7)
+    np.testing.assert_array_equal(crop.lerp, p.lerp[:7])
+    assert crop.run_len.sum() == 7
+    with pytest.raises(ValueError, match="keep"):
+        axis_plan(4, 16, keep=17)
+
+
+# --------------------------------------------------------------------------------------------------------
+# goldens
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_proposals_match_golden(golden, size):
+    g = golden[size]
+    p = find_proposals(g["class_heatmaps"][0], 50, 0.01)
+    assert len(p) == 50
+    _assert_same_proposals(p.classes, p.scores, p.yx, g)
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_mask_embeddings_and_logits_match_golden(golden, mask_head, size):
+    g = golden[size]
+    yx = g["embedding_indices"][0]
+    center = g["center_embeddings"][0][yx[:, 0], yx[:, 1]]
+    emb = mask_embeddings(center, g["classes"][0], mask_head)
+    np.testing.assert_allclose(emb, g["mask_embeddings_after_mlp"][0], atol=1e-4)
+    np.testing.assert_allclose(emb[:, 0], -5.0, atol=1e-5)  # the fixture's planted offset
+    logits = mask_logits(g["mask_features"][0], emb)
+    np.testing.assert_allclose(logits, g["mask_proposal_logits"][0], atol=1e-3)
+
+
+@needs_goldens
+@pytest.mark.parametrize("size", [256, 640])
+@pytest.mark.parametrize("method", ["fast", "dense"])
+def test_decode_matches_golden(golden, mask_head, size, method):
+    g = golden[size]
+    out = decode_panoptic(
+        g["class_heatmaps"], g["center_embeddings"], g["mask_features"], mask_head, method=method
+    )
+    _assert_same_proposals(out.proposal_classes, out.proposal_scores, out.proposal_yx, g)
+    assert out.category_mask.shape == (640, 640) and out.category_mask.dtype == np.int32
+    assert out.instance_mask.dtype == np.int32
+    assert (out.category_mask == g["panoptic_category_mask"][0]).mean() >= 0.9999
+    assert (out.instance_mask == g["panoptic_instance_mask"][0]).mean() >= 0.9999
+    segs = _segments(out.category_mask, out.instance_mask)
+    assert {(c, i) for c, i, _ in segs} == {(c, i) for c, i, _ in GOLDEN_SEGMENTS[size]}
+    got = {(c, i): n for c, i, n in segs}
+    for c, i, n in GOLDEN_SEGMENTS[size]:
+        assert abs(got[(c, i)] - n) <= 20
+    assert abs(int((out.category_mask == 0).sum()) - GOLDEN_VOID[size]) <= 20
+    # the segment table agrees with the masks
+    for sid, c, i, area, box in zip(
+        out.segment_ids,
+        out.segment_category_ids,
+        out.segment_instance_ids,
+        out.segment_areas,
+        out.segment_bboxes,
+        strict=True,
+    ):
+        ys, xs = np.nonzero((out.category_mask == c) & (out.instance_mask == i))
+        assert area == ys.size == got[(int(c), int(i))]
+        assert tuple(box) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), f"segment {sid}"
+    np.testing.assert_array_equal(out.segment_ids, np.arange(1, out.num_segments + 1))
+    assert set(out.proposal_segment[out.proposal_segment > 0]) == set(out.segment_ids)
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_merge_of_golden_logits(golden, size):
+    """Golden mask_proposal_logits + confidence straight into the merge: golden masks, fast == dense."""
+    g = golden[size]
+    logits, scores, classes = g["mask_proposal_logits"][0], g["confidence"][0], g["classes"][0]
+    h, w, _ = logits.shape
+    py, px = axis_plan(h, 640), axis_plan(w, 640)
+    dense = merge_dense(logits, scores, py, px, 256.0, 0.7)
+    fast = merge_fast(logits, scores, py, px, 256.0, 0.7)
+    _assert_merge_equal(dense, fast)
+    cat_lut = np.where(dense.kept, classes, 0)
+    inst_lut = np.where(dense.kept & (cat_lut >= 1) & (cat_lut <= 90), np.arange(1, 51), 0)
+    assert (cat_lut[dense.winner] == g["panoptic_category_mask"][0]).mean() >= 0.9999
+    assert (inst_lut[dense.winner] == g["panoptic_instance_mask"][0]).mean() >= 0.9999
+
+
+# --------------------------------------------------------------------------------------------------------
+# fast == dense
+
+
+def _random_logits(rng, h, w, k, sharp: bool) -> np.ndarray:
+    if not sharp:
+        return (rng.standard_normal((h, w, k)) - 4).astype(np.float32)
+    # blob masks: a few proposals own regions with large positive logits, the rest are very negative
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty((h, w, k), np.float32)
+    for q in range(k):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, max(h, w) / 2)
+        d = np.hypot(yy - cy, xx - cx)
+        out[:, :, q] = 8 * (r - d) / r + rng.normal(0, 0.5, (h, w))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "hh", "ww", "keep"),
+    [(8, 8, 160, 160, None), (6, 9, 37, 101, None), (10, 7, 33, 29, (30, 20)), (12, 12, 5, 7, None)],
+)
+@pytest.mark.parametrize("sharp", [False, True])
+def test_fast_merge_equals_dense_random(h, w, hh, ww, keep, sharp):
+    rng = np.random.default_rng(hh * ww + sharp)
+    k = 12
+    logits = _random_logits(rng, h, w, k, sharp)
+    scores = np.sort(rng.uniform(0.05, 0.95, k).astype(np.float32))[::-1].copy()
+    scores[3] = scores[4]  # an exact score tie
+    logits[:, :, 4] = logits[:, :, 3]  # ... with identical masks: the lower rank must win every pixel
+    ky, kx = keep if keep else (hh, ww)
+    py, px = axis_plan(h, hh, ky), axis_plan(w, ww, kx)
+    small = 0.002 * hh * ww
+    dense = merge_dense(logits, scores, py, px, small, 0.7)
+    fast = merge_fast(logits, scores, py, px, small, 0.7)
+    _assert_merge_equal(dense, fast)
+    assert dense.winner.shape == (ky, kx)
+    assert not (dense.winner == 4).any()
+    assert dense.mask_area.sum() == ky * kx
+
+
+def test_fast_merge_equals_dense_saturated_and_flat():
+    """Saturated logits (p == 1 or 0 exactly) and constant maps: ties everywhere, first index wins."""
+    py, px = axis_plan(4, 40), axis_plan(5, 50)
+    logits = np.full((4, 5, 6), -200.0, np.float32)
+    logits[:2, :, 1] = 50.0
+    logits[:, 3:, 2] = 0.0
+    scores = np.array([0.9, 0.9, 0.5, 0.4, 0.3, 0.2], np.float32)
+    dense = merge_dense(logits, scores, py, px, 10.0, 0.7)
+    fast = merge_fast(logits, scores, py, px, 10.0, 0.7)
+    _assert_merge_equal(dense, fast)
+    assert set(np.unique(dense.winner)) <= {0, 1, 2}
+
+
+# --------------------------------------------------------------------------------------------------------
+# peaks
+
+
+def _brute_force_proposals(heat: np.ndarray, k: int, thr: float, quant) -> list[tuple[int, int, int]]:
+    """Independent loop implementation of the documented peak rule and ranking."""
+    h, w, c = heat.shape
+    v = heat.astype(np.int64) if quant else heat.astype(np.float64)
+
+    def window_max(y, x, ch):
+        return all(
+            v[y, x, ch] >= v[y + dy, x + dx, ch]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if 0 <= y + dy < h and 0 <= x + dx < w
+        )
+
+    peaks = []
+    for y in range(h):
+        for x in range(w):
+            for ch in range(c):
+                if not window_max(y, x, ch):
+                    continue
+                earlier = [(y - 1, x - 1), (y - 1, x), (y - 1, x + 1), (y, x - 1)]
+                if any(
+                    0 <= yy < h and 0 <= xx < w and v[yy, xx, ch] == v[y, x, ch] and window_max(yy, xx, ch)
+                    for yy, xx in earlier
+                ):
+                    continue
+                peaks.append((-v[y, x, ch], (y * w + x) * c + ch, y, x, ch))
+    peaks.sort()
+    out = []
+    for negv, _, y, x, ch in peaks[:k]:
+        logit = quant[0] * (-negv - quant[1]) if quant else -negv
+        if 1.0 / (1.0 + np.exp(-logit)) > thr:
+            out.append((y, x, ch))
+    return out
+
+
+def test_plateau_tie_break_hand_made():
+    heat = np.full((5, 6, 1), -10, np.int8)
+    heat[1:3, 1:3, 0] = 5  # 2x2 plateau: only (1, 1) survives
+    heat[4, 3:6, 0] = 5  # a row of three at the border: only (4, 3)
+    heat[0, 5, 0] = 7  # a lone peak in a corner
+    p = find_proposals(heat, 10, 0.01, quant=(0.5, 0))
+    assert [tuple(t) for t in p.yx] == [(0, 5), (1, 1), (4, 3)]
+    np.testing.assert_allclose(p.scores, sigmoid32(np.array([3.5, 2.5, 2.5], np.float32)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_peaks_match_brute_force_int8(seed):
+    rng = np.random.default_rng(seed)
+    heat = rng.integers(-6, 4, size=(7, 9, 3)).astype(np.int8)  # coarse codes: many equal neighbours
+    quant = (0.7, -2)
+    p = find_proposals(heat, 15, 0.01, quant=quant)
+    assert [tuple(map(int, t)) for t in zip(p.yx[:, 0], p.yx[:, 1], p.classes, strict=True)] == (
+        _brute_force_proposals(heat, 15, 0.01, quant)
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_peaks_match_brute_force_float(seed):
+    rng = np.random.default_rng(100 + seed)
+    heat = rng.standard_normal((20, 20, 4)).astype(np.float32) - 3
+    p = find_proposals(heat, 25, 0.02)
+    ref = _brute_force_proposals(heat, 25, 0.02, None)
+    assert [tuple(map(int, t)) for t in zip(p.yx[:, 0], p.yx[:, 1], p.classes, strict=True)] == ref
+    assert np.all(np.diff(p.scores) <= 0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# quantised inputs
+
+
+def _quantise(x: np.ndarray, dtype) -> tuple[np.ndarray, tuple[float, float]]:
+    info = np.iinfo(dtype)
+    lo, hi = float(x.min()), float(x.max())
+    scale = (hi - lo) / (info.max - info.min)
+    zp = int(round(info.min - lo / scale))
+    q = np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+    return q, (scale, zp)
+
+
+def _dequantise(q: np.ndarray, quant) -> np.ndarray:
+    return np.float32(quant[0]) * (q.astype(np.float32) - np.float32(quant[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_quantised_inputs_equal_dequantised_floats(golden, mask_head, dtype):
+    g = golden[256]
+    qh, hq = _quantise(g["class_heatmaps"], dtype)
+    qc, cq = _quantise(g["center_embeddings"], dtype)
+    qm, mq = _quantise(g["mask_features"], dtype)
+    out_q = decode_panoptic(qh, qc, qm, mask_head, heatmap_quant=hq, center_quant=cq, mask_quant=mq)
+    out_f = decode_panoptic(_dequantise(qh, hq), _dequantise(qc, cq), _dequantise(qm, mq), mask_head)
+    np.testing.assert_array_equal(out_q.proposal_classes, out_f.proposal_classes)
+    np.testing.assert_array_equal(out_q.proposal_yx, out_f.proposal_yx)
+    np.testing.assert_array_equal(out_q.proposal_scores, out_f.proposal_scores)
+    np.testing.assert_allclose(out_q.mask_logits, out_f.mask_logits, atol=1e-4)
+    assert (out_q.category_mask == out_f.category_mask).mean() >= 0.9999
+    assert (out_q.instance_mask == out_f.instance_mask).mean() >= 0.9999
+    assert len(out_q.proposal_classes) == 50 and out_q.num_segments > 3
+    # int8 codes create plateaus; the quantised decoding keeps only the first peak of each
+    keys = zip(out_q.proposal_yx[:, 0], out_q.proposal_yx[:, 1], out_q.proposal_classes, strict=True)
+    assert len(set(keys)) == 50
+
+
+# --------------------------------------------------------------------------------------------------------
+# original-resolution mode, empty input, errors
+
+
+def _tiny_head(rng, c: int, d: int) -> dict[str, np.ndarray]:
+    f = np.float32
+    return {
+        "class_embeddings": rng.standard_normal((c, d)).astype(f),
+        "mlp_dense0_kernel": (rng.standard_normal((d, d)) / np.sqrt(d)).astype(f),
+        "mlp_dense0_bias": rng.standard_normal(d).astype(f) * f(0.1),
+        "mlp_norm_gamma": rng.uniform(0.5, 1.5, d).astype(f),
+        "mlp_norm_beta": rng.standard_normal(d).astype(f) * f(0.1),
+        "mlp_dense1_kernel": (rng.standard_normal((d, d)) * 3 / np.sqrt(d)).astype(f),
+        "mlp_dense1_bias": np.zeros(d, f),
+    }
+
+
+def test_original_resolution_mode_matches_direct_reference():
+    """Letterboxed non-square image vs a straightforward reference (tf.image.resize, crop, argmax)."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(7)
+    h, w, c, d = 8, 8, 6, 16  # model input 64 x 64 (stride 8)
+    orig = (50, 30)  # original image H0 x W0
+    s = min(64 / orig[0], 64 / orig[1])
+    valid = (round(orig[0] * s), round(orig[1] * s))  # (64, 38)
+    heat = rng.normal(-4, 1.5, (1, h, w, c)).astype(np.float32)
+    center = rng.standard_normal((1, h, w, d)).astype(np.float32)
+    head = _tiny_head(rng, c, d)
+    # mask features designed so that the 10 proposals' logits are blobs (least squares through the
+    # proposals' mask embeddings, exact since K < D)
+    props = find_proposals(heat[0], 10, 0.01)
+    emb = mask_embeddings(center[0][props.yx[:, 0], props.yx[:, 1]], props.classes, head)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = rng.uniform((0, 0), (h, 5), (len(props), 2))  # inside the letterboxed image (columns < ~4.7)
+    owner = np.argmin(np.hypot(yy[..., None] - centres[:, 0], xx[..., None] - centres[:, 1]), axis=-1)
+    target = np.where(owner[..., None] == np.arange(len(props)), 6.0, -6.0) + rng.normal(0, 0.5, (h, w, 1))
+    feats = (target.reshape(-1, len(props)) @ np.linalg.pinv(emb).T).reshape(1, h, w, d).astype(np.float32)
+    things = [1, 2, 3]
+    out = decode_panoptic(
+        heat, center, feats, head, output_size=orig, valid_size=valid, thing_ids=things, num_proposals=10
+    )
+    assert out.category_mask.shape == orig
+
+    # reference
+    logits = np.einsum("hwd,kd->hwk", feats[0], emb)
+    canvas = (int(np.ceil(64 * orig[0] / valid[0])), int(np.ceil(64 * orig[1] / valid[1])))  # (50, 51)
+    big = tf.image.resize(logits[None], canvas).numpy()[0][: orig[0], : orig[1]]
+    p = 1.0 / (1.0 + np.exp(-big.astype(np.float64)))
+    win = np.argmax(p * props.scores, axis=-1)
+    area = np.bincount(win.ravel(), minlength=len(props))
+    orig_area = (p > 0.5).sum(axis=(0, 1))
+    small = 256.0 * canvas[0] * canvas[1] / (640 * 640)
+    kept = (area > small) & (orig_area > 0) & (area > 0.7 * orig_area)
+    cat = np.where(kept, props.classes, 0)
+    inst = np.where(kept & np.isin(cat, things), np.arange(1, len(props) + 1), 0)
+    assert kept.sum() >= 3 and np.isin(cat[kept], things).any(), "test data should keep a few segments"
+    np.testing.assert_array_equal(out.category_mask, cat[win])
+    np.testing.assert_array_equal(out.instance_mask, inst[win])
+    np.testing.assert_array_equal(out.proposal_areas, area)
+    dense = decode_panoptic(
+        heat,
+        center,
+        feats,
+        head,
+        output_size=orig,
+        valid_size=valid,
+        thing_ids=things,
+        num_proposals=10,
+        method="dense",
+    )
+    np.testing.assert_array_equal(dense.category_mask, out.category_mask)
+    np.testing.assert_array_equal(dense.segment_bboxes, out.segment_bboxes)
+
+
+def test_output_plans_canvas_and_threshold_scaling():
+    py, px, area = output_plans((8, 8), (50, 30), (64, 38), (64, 64))
+    assert (py.out_size, px.out_size, py.n, px.n) == (50, 51, 50, 30)
+    assert area == 50 * 51
+    py, px, area = output_plans((32, 32), (640, 640), None, (256, 256))
+    assert (py.out_size, px.n, area) == (640, 640, 640 * 640)
+
+
+def test_empty_heatmap_gives_all_void():
+    rng = np.random.default_rng(3)
+    c, d = 5, 8
+    heat = np.full((1, 6, 7, c), -30.0, np.float32)
+    out = decode_panoptic(
+        heat,
+        rng.standard_normal((1, 6, 7, d)),
+        rng.standard_normal((1, 6, 7, d)),
+        _tiny_head(rng, c, d),
+        output_size=(48, 56),
+    )
+    assert out.category_mask.shape == (48, 56) and not out.category_mask.any() and not out.instance_mask.any()
+    assert out.num_segments == 0 and out.proposal_classes.size == 0 and out.segment_bboxes.shape == (0, 4)
+    for method in ("fast", "dense"):
+        q = decode_panoptic(
+            np.full((6, 7, c), -128, np.int8),
+            np.zeros((6, 7, d), np.int8),
+            np.zeros((6, 7, d), np.int8),
+            _tiny_head(rng, c, d),
+            heatmap_quant=(0.1, 0),
+            center_quant=(0.1, 0),
+            mask_quant=(0.1, 0),
+            method=method,
+        )
+        assert not q.category_mask.any() and q.category_mask.shape == (640, 640)
+
+
+def test_bad_inputs_are_explained():
+    rng = np.random.default_rng(0)
+    head = _tiny_head(rng, 5, 8)
+    heat = np.zeros((1, 4, 4, 5), np.float32)
+    emb = np.zeros((1, 4, 4, 8), np.float32)
+    with pytest.raises(ValueError, match="heatmap_quant"):
+        decode_panoptic(heat.astype(np.int8), emb, emb, head)
+    with pytest.raises(ValueError, match="batch size 2"):
+        decode_panoptic(np.zeros((2, 4, 4, 5), np.float32), emb, emb, head)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        decode_panoptic(heat, emb[:, :3], emb, head)
+    with pytest.raises(ValueError, match="lacks mlp_norm_beta"):
+        decode_panoptic(heat, emb, emb, {k: v for k, v in head.items() if k != "mlp_norm_beta"})
+    with pytest.raises(ValueError, match="class_embeddings"):
+        decode_panoptic(np.zeros((1, 4, 4, 6), np.float32), emb, emb, head)
+    with pytest.raises(ValueError, match="method"):
+        decode_panoptic(heat, emb, emb, head, method="approx")
+    with pytest.raises(ValueError, match="valid_size needs output_size"):
+        decode_panoptic(heat, emb, emb, head, valid_size=(32, 20))
