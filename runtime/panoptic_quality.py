@@ -680,11 +680,16 @@ def match_annotations(
     return pairs
 
 
-def default_workers(num_images: int) -> int:
-    """Worker processes for ``num_images``: 1 below 400 images (process start-up would dominate), else
-    up to 2 (the usable cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if num_images < 400 else max(1, min(2, cores))
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# Automatic worker choice: score in this process for at least _PROBE_SECONDS, then hand the rest to a
+# pool of up to 2 processes only if it would still take longer than _POOL_WORTH_SECONDS here (starting
+# spawned workers costs ~0.3 s; small images score at thousands per second on one core).
+_PROBE_SECONDS = 0.3
+_POOL_WORTH_SECONDS = 1.5
+_MAX_AUTO_WORKERS = 2
 
 
 def pq_compute(
@@ -703,7 +708,8 @@ def pq_compute(
         gt_json, gt_dir: ground-truth JSON (with ``categories``) and its PNG folder.
         pred_json, pred_dir: prediction JSON (``annotations`` with ``image_id``, ``file_name``,
             ``segments_info``) and its PNG folder.
-        workers: processes (None: :func:`default_workers`; 1: in this process).
+        workers: processes; 1 scores in this process; None (default) scores here for a moment and
+            moves the rest to 2 processes only when that pays off (large images or many of them).
         progress: print a progress line to stderr.
     Raises:
         PanopticFormatError (a KeyError) on the panopticapi sanity failures, FileNotFoundError /
@@ -718,7 +724,6 @@ def pq_compute(
     categories = categories_by_id(gt_data["categories"], f"ground-truth JSON {gt_json}")
     pairs = match_annotations(gt_data["annotations"], pred_anns, str(gt_json), str(pred_json))
     known = set(categories)
-    n_workers = default_workers(len(pairs)) if workers is None else max(1, int(workers))
     chunks = [
         (pairs[i : i + chunk_size], gt_dir, pred_dir, known, str(pred_json))
         for i in range(0, len(pairs), chunk_size)
@@ -726,14 +731,26 @@ def pq_compute(
     stats = PQStats()
     bar = ProgressPrinter(len(pairs), "PQ", enabled=progress)
     try:
-        if n_workers == 1 or len(chunks) <= 1:
-            for chunk in chunks:
+        n_workers = 1 if workers is None else max(1, int(workers))
+        start, i = time.perf_counter(), 0
+        if workers is None:  # probe the speed in this process, then decide
+            while i < len(chunks) and (i == 0 or time.perf_counter() - start < _PROBE_SECONDS):
+                stats += _score_chunk(chunks[i])
+                bar.update(len(chunks[i][0]))
+                i += 1
+            if i < len(chunks):
+                per_image = (time.perf_counter() - start) / stats.num_images
+                if per_image * (len(pairs) - stats.num_images) > _POOL_WORTH_SECONDS:
+                    n_workers = min(_MAX_AUTO_WORKERS, usable_cores())
+        rest = chunks[i:]
+        if n_workers == 1 or len(rest) <= 1:
+            for chunk in rest:
                 stats += _score_chunk(chunk)
                 bar.update(len(chunk[0]))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(n_workers, len(chunks))) as pool:
-                for part in pool.imap(_score_chunk, chunks):
+            ctx = multiprocessing.get_context("spawn")  # fresh workers: no inherited threads or locks
+            with ctx.Pool(min(n_workers, len(rest))) as pool:
+                for part in pool.imap(_score_chunk, rest):
                     stats += part
                     bar.update(part.num_images)
     finally:

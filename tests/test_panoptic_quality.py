@@ -126,14 +126,23 @@ def test_agrees_with_reference_on_generated_datasets(tmp_path, seed, size):
     assert 0 < result.all.pq < 1 and result.things.n == 4 and result.stuff.n == 3
 
 
-def test_worker_processes_give_the_same_result(tmp_path):
+def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     paths = write_synthetic_dataset(tmp_path, 80, seed=7, size=(24, 32))
     one = pq_compute(**paths, workers=1, progress=False, chunk_size=8)
     two = pq_compute(**paths, workers=2, progress=False, chunk_size=8)
-    assert two.num_images == one.num_images == 80
-    assert two.all.pq == pytest.approx(one.all.pq, abs=1e-12)
-    for cid, c in one.per_class.items():
-        assert (two.per_class[cid].tp, two.per_class[cid].fp, two.per_class[cid].fn) == (c.tp, c.fp, c.fn)
+    # automatic choice, made to switch to the pool after the first chunk
+    monkeypatch.setattr(pqm, "_PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(pqm, "_POOL_WORTH_SECONDS", 0.0)
+    auto = pq_compute(**paths, progress=False, chunk_size=8)
+    for other in (two, auto):
+        assert other.num_images == one.num_images == 80
+        assert other.all.pq == pytest.approx(one.all.pq, abs=1e-12)
+        for cid, c in one.per_class.items():
+            assert (other.per_class[cid].tp, other.per_class[cid].fp, other.per_class[cid].fn) == (
+                c.tp,
+                c.fp,
+                c.fn,
+            )
 
 
 def test_in_memory_accumulator_equals_files(tmp_path):
