@@ -195,13 +195,19 @@ def _field(s: Any, *keys: str) -> Any:
 def prediction_from_result(result: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """``(ids [H, W], segments_info)`` from a Segmenter result.
 
-    Uses ``result.to_coco_png()`` (an ``[H, W, 3]`` RGB array, PNG bytes or ``[H, W]`` ids, optionally as a
-    ``(png, segments_info)`` tuple, with ``result.segments`` giving ``id`` and ``category_id``), else the
-    ``category_mask`` / ``instance_mask`` pair.
+    In order of preference: ``result.panoptic_ids()`` with ``result.coco_segments_info()``;
+    ``result.to_coco_png()`` (an ``[H, W, 3]`` RGB array, PNG bytes or ``[H, W]`` ids, or a
+    ``(png, segments_info)`` tuple) with ``result.segments`` (``id`` and ``category_id``); else the
+    ``category_mask`` / ``instance_mask`` pair. Segments without pixels are dropped (COCO panoptic lists
+    only drawn segments).
     """
-    if hasattr(result, "to_coco_png"):
+    ids = segments = None
+    if callable(getattr(result, "panoptic_ids", None)) and callable(
+        getattr(result, "coco_segments_info", None)
+    ):
+        ids, segments = np.asarray(result.panoptic_ids()), result.coco_segments_info()
+    elif callable(getattr(result, "to_coco_png", None)):
         out = result.to_coco_png()
-        segments = None
         if isinstance(out, tuple) and len(out) == 2:
             out, segments = out
         if isinstance(out, bytes | bytearray):
@@ -213,21 +219,22 @@ def prediction_from_result(result: Any) -> tuple[np.ndarray, list[dict[str, Any]
         ids = rgb_to_id(out) if out.ndim == 3 else out.astype(np.int64)
         if segments is None:
             segments = _field(result, "segments", "segments_info")
-        if segments is not None:
-            infos = []
-            for s in segments:
-                sid, cat = _field(s, "id", "segment_id"), _field(s, "category_id")
-                if sid is None or cat is None:
-                    infos = None
-                    break
-                infos.append({"id": int(sid), "category_id": int(cat), "iscrowd": 0})
-            if infos is not None:
-                return ids, infos
+    if ids is not None and segments is not None:
+        infos = []
+        for s in segments:
+            sid, cat = _field(s, "id", "segment_id"), _field(s, "category_id")
+            if sid is None or cat is None:
+                infos = None
+                break
+            infos.append({"id": int(sid), "category_id": int(cat), "iscrowd": 0})
+        if infos is not None:
+            drawn = set(np.unique(ids).tolist())
+            return ids, [s for s in infos if s["id"] in drawn]
     cm, im = _field(result, "category_mask"), _field(result, "instance_mask")
     if cm is None or im is None:
         raise EvalError(
-            "the Segmenter result has neither to_coco_png() with segments (id, category_id) nor "
-            "category_mask + instance_mask; update maskconver.runtime.segmenter"
+            "the Segmenter result has neither panoptic_ids()/to_coco_png() with segments (id, category_id) "
+            "nor category_mask + instance_mask; update maskconver.runtime.segmenter"
         )
     return panoptic_from_masks(cm, im)
 

@@ -19,8 +19,10 @@ from maskconver.runtime.coco_panoptic_io import (
     encode_panoptic_png,
     id_to_rgb,
     panoptic_from_masks,
+    panoptic_record,
     read_panoptic_png,
     write_json,
+    write_panoptic_png,
 )
 from maskconver.runtime.eval_cli import main, prediction_from_result
 from maskconver.runtime.panoptic_quality import pq_compute
@@ -242,5 +244,46 @@ def test_prediction_from_result_forms():
     r = SimpleNamespace(to_coco_png=lambda: (encode_panoptic_png(coco), infos))
     got_ids, got_segs = prediction_from_result(r)
     assert (got_ids == coco).all() and [s["category_id"] for s in got_segs] == [1, 7]
+    r = SimpleNamespace(
+        panoptic_ids=lambda: coco, coco_segments_info=lambda: infos + [{"id": 5, "category_id": 1}]
+    )
+    got_ids, got_segs = prediction_from_result(r)  # the segment without pixels is dropped
+    assert (got_ids == coco).all() and [s["id"] for s in got_segs] == [1000, 2000]
     with pytest.raises(eval_cli.EvalError, match="category_mask"):
         prediction_from_result(SimpleNamespace())
+
+
+def test_model_form_with_a_real_segmenter(tmp_path):
+    """The real runtime Segmenter on the runtime tests' red-square model (skipped until both exist)."""
+    pytest.importorskip("maskconver.runtime.segmenter", reason="runtime Segmenter not available")
+    models = pytest.importorskip("runtime_test_models", reason="tests/runtime_test_models.py not available")
+    pytest.importorskip("tensorflow", reason="building the test model needs tensorflow")
+    model = models.build_tflite(tmp_path / "red_square.tflite", "fp32")
+    root = tmp_path / "ds"
+    rng = np.random.default_rng(0)
+    anns, images = [], []
+    for i in range(4):
+        x0, y0 = (8 * int(v) for v in rng.integers(0, 5, 2))
+        box = (x0, y0, x0 + 24, y0 + 24)
+        img = models.square_image(64, 64, box)
+        ids = np.full((64, 64), 9, np.int64)
+        ids[box[1] : box[3], box[0] : box[2]] = 4
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img[:, :, ::-1])
+        write_panoptic_png(root / "panoptic" / f"{i}.png", ids)
+        anns.append(
+            panoptic_record(i, f"{i}.png", ids, [{"id": 4, "category_id": 1}, {"id": 9, "category_id": 2}])
+        )
+        images.append({"id": i, "file_name": f"{i}.png", "height": 64, "width": 64})
+    cats = [{"id": 1, "name": "square", "isthing": 1}, {"id": 2, "name": "background", "isthing": 0}]
+    write_json(root / "panoptic.json", {"images": images, "annotations": anns, "categories": cats})
+    code, out, err = run(
+        [model, "--data", root, "--save-pred", tmp_path / "pred", "--json", tmp_path / "r.json"]
+    )
+    assert code == 0, err
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["per_class"]["1"]["tp"] == 4 and d["per_class"]["2"]["tp"] == 4
+    assert d["All"]["rq"] == 1.0 and d["All"]["pq"] > 0.8
+    paths = {"gt_json": root / "panoptic.json", "gt_dir": root / "panoptic"}
+    paths |= {"pred_json": tmp_path / "pred" / "pred.json", "pred_dir": tmp_path / "pred" / "pred"}
+    assert reference_results(paths)["All"]["pq"] == pytest.approx(d["All"]["pq"], abs=1e-9)
