@@ -76,10 +76,12 @@ def data(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("bench_pq"), NUM_IMAGES, seed=0, size=SIZE)
 
 
-@pytest.mark.parametrize("workers", [1, 2, None])
-def test_pq_compute_files(benchmark, data, workers):
+@pytest.mark.parametrize(
+    "workers,pool", [(1, "threads"), (2, "threads"), (2, "processes"), (None, "threads"), (None, "processes")]
+)
+def test_pq_compute_files(benchmark, data, workers, pool):
     result = benchmark.pedantic(
-        lambda: pq_compute(**data, workers=workers, progress=False), rounds=3, iterations=1, warmup_rounds=0
+        lambda: pq_compute(**data, workers=workers, progress=False, pool=pool), rounds=3, iterations=1
     )
     benchmark.extra_info["images"] = NUM_IMAGES
     benchmark.extra_info["images_per_second"] = NUM_IMAGES / benchmark.stats.stats.mean
@@ -127,9 +129,17 @@ def main(argv: list[str] | None = None) -> int:
             f"generated {args.images} images of up to {args.size[0]}x{args.size[1]} in {time.perf_counter() - t:.1f} s"
         )
         rows = []
-        for workers in (1, 2, None):
-            s = _best_of(lambda w=workers: pq_compute(**paths, workers=w, progress=False), args.repeats)
-            rows.append((f"pq_compute files, workers={workers or 'auto'}", s))
+        for workers, pool in (
+            (1, "threads"),
+            (2, "threads"),
+            (2, "processes"),
+            (None, "threads"),
+            (None, "processes"),
+        ):
+            s = _best_of(
+                lambda w=workers, p=pool: pq_compute(**paths, workers=w, progress=False, pool=p), args.repeats
+            )
+            rows.append((f"pq_compute files, workers={workers or 'auto'}, {pool}", s))  # fmt: skip
         items, categories = load_in_memory(paths)
         rows.append(("PQAccumulator in memory (no PNG decode)", _best_of(lambda: score_in_memory(items, categories), args.repeats)))  # fmt: skip
         if not args.no_reference:

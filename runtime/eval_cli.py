@@ -104,9 +104,11 @@ def _eval_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
         parser.error("give --gt-json and --pred-json (and --gt-dir/--pred-dir), or a MODEL with --data")
     gt_dir = _default_png_dir(args.gt_json, args.gt_dir, "--gt-dir")
     pred_dir = _default_png_dir(args.pred_json, args.pred_dir, "--pred-dir")
+    # The console script guards its entry point, so spawned worker processes are safe here.
     result = pq_compute(
-        args.gt_json, gt_dir, args.pred_json, pred_dir, workers=args.workers, progress=not args.quiet
-    )
+        args.gt_json, gt_dir, args.pred_json, pred_dir, workers=args.workers, progress=not args.quiet,
+        pool="processes",
+    )  # fmt: skip
     inputs = {"gt_json": str(args.gt_json), "gt_dir": str(gt_dir), "pred_json": str(args.pred_json)}
     inputs["pred_dir"] = str(pred_dir)
     return result, inputs

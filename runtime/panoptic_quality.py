@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -684,9 +685,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-# Automatic worker choice: score in this process for at least _PROBE_SECONDS, then hand the rest to a
-# pool of up to 2 processes only if it would still take longer than _POOL_WORTH_SECONDS here (starting
-# spawned workers costs ~0.3 s; small images score at thousands per second on one core).
+# Automatic worker choice: score in this thread for at least _PROBE_SECONDS, then hand the rest to 2
+# workers only if it would still take longer than _POOL_WORTH_SECONDS here (starting spawned processes
+# costs ~0.3 s; small images score at thousands per second on one core).
 _PROBE_SECONDS = 0.3
 _POOL_WORTH_SECONDS = 1.5
 _MAX_AUTO_WORKERS = 2
@@ -701,6 +702,7 @@ def pq_compute(
     workers: int | None = None,
     progress: bool = True,
     chunk_size: int = 32,
+    pool: str = "threads",
 ) -> PQResult:
     """Score COCO panoptic predictions (JSON + PNG folder) against ground truth, like panopticapi.
 
@@ -708,13 +710,19 @@ def pq_compute(
         gt_json, gt_dir: ground-truth JSON (with ``categories``) and its PNG folder.
         pred_json, pred_dir: prediction JSON (``annotations`` with ``image_id``, ``file_name``,
             ``segments_info``) and its PNG folder.
-        workers: processes; 1 scores in this process; None (default) scores here for a moment and
-            moves the rest to 2 processes only when that pays off (large images or many of them).
+        workers: 1 scores in this thread; N > 1 uses N workers; None (default) scores here for a moment
+            and moves the rest to 2 workers only when that pays off (large images or many of them).
         progress: print a progress line to stderr.
+        chunk_size: images per work item.
+        pool: ``"threads"`` (default; PNG decoding and most NumPy work release the GIL) or
+            ``"processes"`` (spawned; faster on large images, but like any ``multiprocessing`` use the
+            calling script must guard its entry point with ``if __name__ == "__main__":``).
     Raises:
         PanopticFormatError (a KeyError) on the panopticapi sanity failures, FileNotFoundError /
         ValueError on missing or unreadable files.
     """
+    if pool not in ("threads", "processes"):
+        raise ValueError(f"pool must be 'threads' or 'processes', got {pool!r}")
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for what, d in (("ground-truth PNG folder", gt_dir), ("prediction PNG folder", pred_dir)):
         if not d.is_dir():
@@ -747,10 +755,15 @@ def pq_compute(
             for chunk in rest:
                 stats += _score_chunk(chunk)
                 bar.update(len(chunk[0]))
+        elif pool == "threads":
+            with ThreadPoolExecutor(min(n_workers, len(rest))) as executor:
+                for part in executor.map(_score_chunk, rest):
+                    stats += part
+                    bar.update(part.num_images)
         else:
             ctx = multiprocessing.get_context("spawn")  # fresh workers: no inherited threads or locks
-            with ctx.Pool(min(n_workers, len(rest))) as pool:
-                for part in pool.imap(_score_chunk, rest):
+            with ctx.Pool(min(n_workers, len(rest))) as procs:
+                for part in procs.imap(_score_chunk, rest):
                     stats += part
                     bar.update(part.num_images)
     finally:

@@ -129,12 +129,13 @@ def test_agrees_with_reference_on_generated_datasets(tmp_path, seed, size):
 def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     paths = write_synthetic_dataset(tmp_path, 80, seed=7, size=(24, 32))
     one = pq_compute(**paths, workers=1, progress=False, chunk_size=8)
-    two = pq_compute(**paths, workers=2, progress=False, chunk_size=8)
+    two = pq_compute(**paths, workers=2, progress=False, chunk_size=8, pool="processes")
+    threads = pq_compute(**paths, workers=2, progress=False, chunk_size=8)
     # automatic choice, made to switch to the pool after the first chunk
     monkeypatch.setattr(pqm, "_PROBE_SECONDS", 0.0)
     monkeypatch.setattr(pqm, "_POOL_WORTH_SECONDS", 0.0)
     auto = pq_compute(**paths, progress=False, chunk_size=8)
-    for other in (two, auto):
+    for other in (two, threads, auto):
         assert other.num_images == one.num_images == 80
         assert other.all.pq == pytest.approx(one.all.pq, abs=1e-12)
         for cid, c in one.per_class.items():
