@@ -440,3 +440,15 @@ def test_progress_printer_reports_to_stream():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("PQ") and "20/20" in lines[-1] and "100%" in lines[-1]
     assert len(lines) == 11  # non-terminal: one line per 10 %
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_errors_in_workers_reach_the_caller(tmp_path, pool):
+    paths = write_synthetic_dataset(tmp_path, 12, seed=2, size=(8, 8))
+    data = json.loads(paths["pred_json"].read_text())
+    victim = next(a for a in data["annotations"][6:] if a["segments_info"])
+    victim["segments_info"] = victim["segments_info"][1:]  # one drawn segment no longer listed
+    paths["pred_json"].write_text(json.dumps(data))
+    with pytest.raises(PanopticFormatError, match="is presented in PNG and not presented in JSON") as e:
+        pq_compute(**paths, workers=2, chunk_size=2, progress=False, pool=pool)
+    assert victim["file_name"] in str(e.value)
