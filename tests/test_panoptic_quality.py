@@ -452,3 +452,16 @@ def test_errors_in_workers_reach_the_caller(tmp_path, pool):
     with pytest.raises(PanopticFormatError, match="is presented in PNG and not presented in JSON") as e:
         pq_compute(**paths, workers=2, chunk_size=2, progress=False, pool=pool)
     assert victim["file_name"] in str(e.value)
+
+
+def test_accumulator_takes_model_info_categories():
+    from maskconver.runtime.model_info import Category
+
+    cats = [Category(0, "void", False, (0, 0, 0)), Category(1, "square", True, (1, 2, 3))]
+    cats.append(Category(2, "background", False, (4, 5, 6)))
+    g = grid(["aab", "aab"], {"a": 4, "b": 9})
+    acc = PQAccumulator(cats)
+    acc.add(g, [seg(4, 1), seg(9, 2)], g, [{"id": 4, "category_id": 1}, {"id": 9, "category_id": 2}])
+    r = acc.result()
+    assert (r.all.pq, r.all.n, r.things.n, r.stuff.n) == (1.0, 2, 1, 1)
+    assert r.per_class[1].name == "square" and not r.per_class[0].counted
