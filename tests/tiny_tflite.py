@@ -63,6 +63,7 @@ def _module(input_dtype: str, dw_kernel: int, extra: str | None, dynamic: bool):
                 flat = tf.reshape(out["center_embeddings"], [-1, D])
                 out["peak_scores"] = scores
                 out["peak_embeddings"] = tf.gather(flat, idx[0] // C)
+                out["upsampled"] = tf.image.resize(out["heatmap"], [H // 4, W // 4], "bilinear")
             return out
 
     return Tiny()
