@@ -3,6 +3,7 @@ models (the designed "red square" model of ``tests/runtime_test_models.py``, who
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -156,3 +157,189 @@ def test_read_image_returns_rgb(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot decode"):
         read_image(tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Segmenter on real models
+
+SQUARE_BOX = (48, 32, 96, 80)  # x0, y0, x1, y1 in a 96x128 image: on the 8-pixel grid after the 0.5 letterbox
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("tensorflow")
+    return rtm.build_test_models(tmp_path_factory.getbasetemp() / "red_square_models")
+
+
+@pytest.fixture(scope="session")
+def segmenters(models):
+    from maskconver.runtime.segmenter import Segmenter
+
+    return {name: Segmenter(path, num_threads=1) for name, path in models.items()}
+
+
+def _check_square_result(r, shape=(96, 128), box=SQUARE_BOX):
+    assert r.category_mask.shape == shape and r.instance_mask.shape == shape
+    assert r.category_mask.dtype == np.int32
+    assert [s.name for s in r.segments] == ["background", "square"]
+    bg, sq = r.segments
+    assert (bg.category_id, bg.isthing, bg.instance_id, bg.id) == (2, False, 0, 1)
+    assert (sq.category_id, sq.isthing, sq.id) == (1, True, 2) and sq.instance_id > 0
+    assert sq.bbox == box and bg.bbox == (0, 0, shape[1], shape[0])
+    x0, y0, x1, y1 = box
+    # bilinear upsampling of the 8x8 logits rounds the corners: the square loses a little area there
+    assert 0.9 * (x1 - x0) * (y1 - y0) < sq.area < (x1 - x0) * (y1 - y0)
+    my, mx = (y1 - y0) // 4, (x1 - x0) // 4
+    assert (r.category_mask[y0 + my : y1 - my, x0:x1] == 1).all()
+    assert (r.category_mask[y0:y1, x0 + mx : x1 - mx] == 1).all()
+    assert bg.area + sq.area == shape[0] * shape[1]
+    ids = r.panoptic_ids()
+    assert (ids == 2).sum() == sq.area and (ids == 1).sum() == bg.area
+    assert np.array_equal(ids == 2, (r.category_mask == 1) & (r.instance_mask == sq.instance_id))
+    assert 0.98 < sq.score < 1.0 and 0.98 < bg.score < 1.0  # sigmoid(5)
+    assert set(r.speed) == {"preprocess", "inference", "postprocess"}
+    assert all(v >= 0.0 for v in r.speed.values())
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8", "onnx"])
+def test_segment_finds_the_square_at_original_resolution(segmenters, name):
+    seg = segmenters[name]
+    r = seg.segment(rtm.square_image(96, 128, SQUARE_BOX))
+    _check_square_result(r)
+    assert r.mode == "original" and r.image_size == (96, 128)
+    assert "square" in r.summary() and "ms inference" in r.summary()
+
+
+def test_backends_agree_and_int8_outputs_stay_quantised(segmenters):
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    masks = {n: s.segment(img).category_mask for n, s in segmenters.items()}
+    assert np.array_equal(masks["fp32"], masks["int8"]) and np.array_equal(masks["fp32"], masks["onnx"])
+    outs = segmenters["int8"].infer(np.zeros((1, 64, 64, 3), np.uint8))
+    assert {k: v[0].dtype for k, v in outs.items()} == dict.fromkeys(outs, np.int8)
+    assert all(q is not None and q[0] > 0 for _, q in outs.values())
+    assert all(q is None for _, q in segmenters["fp32"].infer(np.zeros((1, 64, 64, 3), np.uint8)).values())
+
+
+def test_canvas_mode_is_the_640_reference_canvas(segmenters):
+    r = segmenters["int8"].segment(rtm.square_image(96, 128, SQUARE_BOX), output="canvas")
+    # letterbox scale 0.5 puts the square at (24, 16, 48, 40) of the 64x64 input; the canvas is 10x that
+    _check_square_result(r, shape=(640, 640), box=(240, 160, 480, 400))
+    assert r.mode == "canvas" and r.plot().shape == (640, 640, 3)
+
+
+def test_no_square_two_squares_and_bgr(segmenters):
+    seg = segmenters["fp32"]
+    r = seg.segment(rtm.square_image(96, 128, None))
+    assert [(s.name, s.area) for s in r.segments] == [("background", 96 * 128)]
+    img = rtm.square_image(128, 128, (0, 0, 32, 32))
+    img[80:128, 64:112] = rtm.RED
+    r = seg.segment(img)
+    # every proposal of this model has the same mask embedding, so both squares form one instance
+    assert sorted((s.name, s.bbox) for s in r.segments) == [
+        ("background", (0, 0, 128, 128)),
+        ("square", (0, 0, 112, 128)),
+    ]
+    assert (r.category_mask[4:28, 4:28] == 1).all() and (r.category_mask[84:124, 68:108] == 1).all()
+    assert (r.category_mask[40:72, :] == 2).all()
+    bgr = img[:, :, ::-1]
+    assert np.array_equal(seg.segment(bgr, color="bgr").panoptic_ids(), r.panoptic_ids())
+    assert [s.name for s in seg.segment(bgr).segments] == ["background"]  # red read as blue
+
+
+def test_segment_accepts_gray_float_and_paths(segmenters, tmp_path):
+    seg = segmenters["fp32"]
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    path = tmp_path / "square.png"
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    _check_square_result(seg.segment(path))
+    _check_square_result(seg.segment(str(path)))
+    _check_square_result(seg.segment(img.astype(np.float32) / 255.0))
+    gray = seg.segment(np.full((50, 70), 128, np.uint8))
+    assert [s.name for s in gray.segments] == ["background"] and gray.shape == (50, 70)
+
+
+def test_coco_png_and_segments_info(segmenters, tmp_path):
+    r = segmenters["int8"].segment(rtm.square_image(96, 128, SQUARE_BOX))
+    rgb = r.to_coco_png()
+    assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
+    c = rgb.astype(np.int64)
+    ids = c[:, :, 0] + 256 * c[:, :, 1] + 65536 * c[:, :, 2]
+    assert np.array_equal(ids, r.panoptic_ids())
+    out = r.to_coco_png(tmp_path / "pred.png")
+    assert out == tmp_path / "pred.png" and os.listdir(tmp_path) == ["pred.png"]  # no temp file left
+    assert np.array_equal(cv2.imread(str(out))[:, :, ::-1], rgb)
+    info = r.coco_segments_info()
+    assert [(d["id"], d["category_id"], d["iscrowd"], d["isthing"]) for d in info] == [
+        (1, 2, 0, 0),
+        (2, 1, 0, 1),
+    ]
+    assert info[1]["bbox"] == [48, 32, 48, 48]
+    assert [d["area"] for d in info] == [int((ids == d["id"]).sum()) for d in info]
+    d = r.to_dict()
+    assert d["mask_size"] == [96, 128] and [s["name"] for s in d["segments"]] == ["background", "square"]
+
+
+def test_overlay_draws_colours_and_rejects_wrong_size(segmenters):
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    r = segmenters["fp32"].segment(img)
+    over = r.plot()
+    assert over.shape == img.shape and over.dtype == np.uint8
+    assert np.array_equal(r.overlay(img), over)
+    inner = over[40:44, 56:60].reshape(-1, 3)  # inside the square, away from the label text
+    from maskconver.runtime.overlay import segment_colours
+
+    colours = segment_colours(r)
+    assert (colours[0] == 0).all() and tuple(colours[1]) == rtm.categories()[2].color
+    assert tuple(colours[2]) != rtm.categories()[1].color  # thing instances are shifted off the class colour
+    assert np.abs(inner.astype(int) - (0.5 * np.array(rtm.RED) + 0.5 * colours[2])).max() <= 1
+    assert (over[10, 10] != img[10, 10]).any()  # background tinted too
+    plain = r.overlay(img, labels=False, alpha=0.0)
+    edge = (plain == 255).all(axis=2)  # white boundaries only where the segment changes
+    assert edge[32:80, 47].any() and not edge[5:20, 5:20].any()
+    with pytest.raises(ValueError, match="masks are 128x96"):
+        r.overlay(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_segmenter_properties_and_delegates(models, segmenters):
+    from maskconver.runtime.segmenter import DelegateError, Segmenter
+
+    seg = segmenters["int8"]
+    assert seg.labels == ["void", "square", "background"]
+    assert seg.info.input_size == (64, 64) and seg.delegate == "xnnpack"
+    cfg = seg.config
+    assert cfg["backend"] == "litert" and cfg["num_threads"] == 1 and cfg["quantization"] == "int8"
+    with pytest.raises(DelegateError, match=r"gpu.*MASKCONVER_GPU_DELEGATE.*'xnnpack'"):
+        Segmenter(models["int8"], delegate="gpu")
+    fallback = Segmenter(models["int8"], delegate=("gpu", "nnapi", "cpu"))
+    assert fallback.delegate == "cpu" and len(fallback.delegate_notes) == 2
+    assert "'gpu' unavailable" in fallback.delegate_notes[0]
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    assert np.array_equal(fallback.segment(img).panoptic_ids(), seg.segment(img).panoptic_ids())
+    with pytest.raises(ValueError, match="LiteRT only"):
+        Segmenter(models["onnx"], delegate="gpu")
+    with pytest.raises(ValueError, match="unknown delegate"):
+        Segmenter(models["int8"], delegate="tpu")
+
+
+def test_segmenter_bad_arguments(models, tmp_path):
+    from maskconver.runtime.model_info import ModelFileError
+    from maskconver.runtime.segmenter import Segmenter
+
+    with pytest.raises(ModelFileError, match="no such model file"):
+        Segmenter(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="backend='litert'"):
+        Segmenter(tmp_path / "model.bin")
+    with pytest.raises(ValueError, match="backend must be"):
+        Segmenter(models["int8"], backend="tensorrt")
+    with pytest.raises(ValueError, match="cannot run it"):
+        Segmenter(models["int8"], backend="onnx")
+    with pytest.raises(ValueError, match="num_threads"):
+        Segmenter(models["int8"], num_threads=0)
+    with pytest.raises(ValueError, match="output must be"):
+        Segmenter(models["int8"], output="full")
+    plain = tmp_path / "plain.tflite"
+    from maskconver.converter.tflite_export import convert_tflite
+
+    plain.write_bytes(convert_tflite(rtm.red_square_fn, rtm.INPUT_SIZE, "fp32"))
+    with pytest.raises(ModelFileError, match="metadata"):
+        Segmenter(plain)

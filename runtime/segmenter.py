@@ -1,0 +1,497 @@
+"""``Segmenter``: run a maskconver model file (``.tflite`` on LiteRT, ``.onnx`` on ONNX Runtime) on images.
+
+    from maskconver.runtime.segmenter import Segmenter
+
+    seg = Segmenter("maskconver_mobilenet_mh_256_int8.tflite")
+    result = seg.segment(rgb_image)          # PanopticResult, masks at the image's resolution
+    print(result.summary(), result.speed)    # {"preprocess": ms, "inference": ms, "postprocess": ms}
+    for frame_index, t_ms, frame, result in seg.stream(0):   # camera 0, see runtime/streams.py
+        ...
+
+Everything the model needs (input size, categories, thresholds, mask head) comes from the model file's
+metadata (:func:`maskconver.runtime.model_file.read_model_file`). One ``Segmenter`` owns one interpreter:
+it is **not thread-safe**; use one ``Segmenter`` per thread (a second one costs another interpreter).
+
+Pipeline of :meth:`Segmenter.segment` (timed separately, in milliseconds):
+
+* preprocess: :func:`maskconver.runtime.preprocess.as_rgb_uint8` and the reference letterbox;
+* inference: set input, invoke, read the three outputs (int8 outputs stay int8);
+* postprocess: :func:`maskconver.runtime.decode.decode_panoptic` with each output's quantisation
+  ``(scale, zero_point)``, then the :class:`PanopticResult`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from maskconver.runtime.decode import PanopticDecoding, decode_panoptic
+from maskconver.runtime.model_file import ModelFile, read_model_file
+from maskconver.runtime.model_info import OUTPUT_NAMES, ModelFileError, ModelInfo
+from maskconver.runtime.preprocess import as_rgb_uint8, letterbox, model_input, read_image
+from maskconver.runtime.result import PanopticResult, Segment
+
+log = logging.getLogger("maskconver")
+
+BACKENDS = ("litert", "onnx")
+OUTPUT_MODES = ("original", "canvas")
+# delegate name -> shared libraries tried in order (an environment variable can name another file)
+DELEGATE_LIBRARIES = {
+    "gpu": ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so"),
+    "nnapi": ("libtensorflowlite_nnapi_delegate.so", "libnnapi_delegate.so"),
+}
+DELEGATE_ENV = {"gpu": "MASKCONVER_GPU_DELEGATE", "nnapi": "MASKCONVER_NNAPI_DELEGATE"}
+BUILTIN_DELEGATES = ("xnnpack", "cpu")
+
+
+class DelegateError(RuntimeError):
+    """A requested hardware delegate cannot be loaded (message says why and what to do)."""
+
+
+def default_threads() -> int:
+    """Threads used when ``num_threads`` is None: the CPU count, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def backend_for(path: Path, backend: str | None) -> str:
+    """``"litert"`` or ``"onnx"``: explicit, or from the file suffix."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None (by file suffix), got {backend!r}")
+        return backend
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return "litert"
+    if suffix == ".onnx":
+        return "onnx"
+    raise ValueError(f"cannot tell the backend from {path.name!r}; pass backend='litert' or backend='onnx'")
+
+
+class _LiteRTRunner:
+    """One LiteRT interpreter; ``run(x) -> {name: (array, quant or None)}``."""
+
+    def __init__(self, path: Path, num_threads: int, delegate: str | Sequence[str] | None):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        chain = [delegate] if isinstance(delegate, str) or delegate is None else list(delegate)
+        chain = [d if d is not None else "xnnpack" for d in chain]
+        if not chain:
+            raise ValueError("delegate chain is empty; pass e.g. 'xnnpack' or ('gpu', 'xnnpack')")
+        for name in chain:
+            check_delegate_name(name)
+        self.notes: list[str] = []
+        last_error: Exception | None = None
+        for i, name in enumerate(chain):
+            try:
+                kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": num_threads}
+                if name == "cpu":
+                    kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                elif name != "xnnpack":
+                    kwargs["experimental_delegates"] = [load_external_delegate(name)]
+                self.interpreter = Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
+                self.delegate = name
+                break
+            except (DelegateError, ValueError, RuntimeError) as e:
+                last_error = e
+                if i + 1 < len(chain):
+                    note = f"delegate {name!r} unavailable ({e}); falling back to {chain[i + 1]!r}"
+                    self.notes.append(note)
+                    log.warning(note)
+        else:
+            if isinstance(last_error, DelegateError):
+                raise last_error
+            raise DelegateError(
+                f"cannot create a LiteRT interpreter for {path} with delegate {chain[-1]!r}: {last_error}"
+            ) from last_error
+        it = self.interpreter
+        inp = it.get_input_details()
+        if len(inp) != 1:
+            raise ModelFileError(f"{path}: expected one input, found {len(inp)}")
+        self.input_index = inp[0]["index"]
+        self.input_dtype = np.dtype(inp[0]["dtype"])
+        scale, zp = inp[0]["quantization"]
+        self.input_quant = (float(scale), int(zp)) if scale and (scale != 1.0 or zp != 0) else None
+        self.outputs = {
+            name: (d["index"], _quant(d)) for name, d in _output_details_by_name(it, path).items()
+        }
+
+    def run(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, tuple[float, float] | None]]:
+        if self.input_quant is not None:
+            scale, zp = self.input_quant
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.rint(x / scale + zp), info.min, info.max)
+        self.interpreter.set_tensor(self.input_index, x.astype(self.input_dtype, copy=False))
+        self.interpreter.invoke()
+        return {name: (self.interpreter.get_tensor(idx), q) for name, (idx, q) in self.outputs.items()}
+
+
+def _quant(detail: dict) -> tuple[float, float] | None:
+    """``(scale, zero_point)`` of an integer output, None for float outputs."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return None
+    scale, zp = detail["quantization"]
+    if not scale:
+        raise ModelFileError(
+            f"output {detail['name']} is {np.dtype(detail['dtype'])} without quantisation parameters; "
+            "re-convert the model"
+        )
+    return float(scale), float(zp)
+
+
+def _output_details_by_name(interpreter, path: Path) -> dict[str, dict]:
+    """Map ``heatmap`` / ``center_embeddings`` / ``mask_features`` to output details: by the
+    ``serving_default`` signature's output names, else by tensor names containing those words."""
+    details = interpreter.get_output_details()
+    by_index = {d["index"]: d for d in details}
+    try:
+        sigs = interpreter.get_signature_list()
+    except (AttributeError, ValueError):
+        sigs = {}
+    for key, sig in sigs.items():
+        if sorted(sig.get("outputs", [])) == sorted(OUTPUT_NAMES):
+            runner = interpreter.get_signature_runner(key).get_output_details()
+            return {name: by_index[runner[name]["index"]] for name in OUTPUT_NAMES}
+    out = {}
+    for name in OUTPUT_NAMES:
+        hits = [d for d in details if name in d["name"]]
+        if len(hits) != 1:
+            raise ModelFileError(
+                f"{path}: cannot find the output {name!r} among {[d['name'] for d in details]}; re-convert the "
+                "model with maskconver-convert"
+            )
+        out[name] = hits[0]
+    return out
+
+
+def check_delegate_name(name: object) -> None:
+    """Raise ValueError unless ``name`` is a known delegate name or a delegate library path."""
+    ok = isinstance(name, str) and (
+        name in BUILTIN_DELEGATES or name in DELEGATE_LIBRARIES or name.endswith(".so") or os.sep in name
+    )
+    if not ok:
+        raise ValueError(
+            f"unknown delegate {name!r}; use 'xnnpack' (default), 'cpu' (no delegate), 'gpu', 'nnapi' or the path "
+            "of a delegate .so (or a sequence of these, tried in order)"
+        )
+
+
+def load_external_delegate(name: str):
+    """Load the ``"gpu"`` or ``"nnapi"`` delegate (or a delegate ``.so`` path) with ``load_delegate``.
+
+    Raises:
+        DelegateError: naming every library tried and why each failed.
+    """
+    from ai_edge_litert.interpreter import load_delegate
+
+    check_delegate_name(name)
+    if name in DELEGATE_LIBRARIES:
+        env = os.environ.get(DELEGATE_ENV[name])
+        candidates = ([env] if env else []) + list(DELEGATE_LIBRARIES[name])
+    else:
+        candidates = [name]
+    reasons = []
+    for lib in candidates:
+        try:
+            ctypes.CDLL(lib)  # probe first: a failed load_delegate leaves a noisy half-built Delegate behind
+        except OSError as e:
+            reasons.append(str(e) if lib in str(e) else f"{lib}: {e}")
+            continue
+        try:
+            return load_delegate(lib)
+        except (ValueError, RuntimeError, OSError) as e:
+            reasons.append(f"{lib}: {str(e).splitlines()[-1] if str(e) else type(e).__name__}")
+    hint = (
+        f"set {DELEGATE_ENV[name]} to the delegate library's path, "
+        if name in DELEGATE_ENV
+        else "check the path, "
+    )
+    raise DelegateError(
+        f"cannot load the {name} delegate ({'; '.join(reasons)}). On a desktop there usually is none: {hint}"
+        "or pass delegate=('" + name + "', 'xnnpack') to fall back to the CPU"
+    )
+
+
+class _OnnxRunner:
+    """One ONNX Runtime session (CPU); outputs are float (QDQ models dequantise inside)."""
+
+    def __init__(self, path: Path, num_threads: int, delegate: str | Sequence[str] | None):
+        import onnxruntime as ort
+
+        if delegate not in (None, "cpu", "xnnpack"):
+            raise ValueError(
+                f"delegate {delegate!r} applies to LiteRT only; the ONNX backend runs on the CPU execution provider"
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = num_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"{path}: ONNX Runtime cannot load the model ({e}); re-convert it") from e
+        self.delegate = "onnxruntime-cpu"
+        self.notes: list[str] = []
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFileError(f"{path}: expected one input, found {len(inputs)}")
+        self.input_name = inputs[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in OUTPUT_NAMES if n not in names]
+        if missing:
+            raise ModelFileError(f"{path}: ONNX outputs {names} lack {missing}; re-convert the model")
+
+    def run(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, tuple[float, float] | None]]:
+        arrays = self.session.run(list(OUTPUT_NAMES), {self.input_name: x})
+        return {name: (a, None) for name, a in zip(OUTPUT_NAMES, arrays, strict=True)}
+
+
+class Segmenter:
+    """Panoptic segmentation with a maskconver model file.
+
+    Args:
+        model_path: ``.tflite`` or ``.onnx`` written by ``maskconver-convert``.
+        backend: ``"litert"``, ``"onnx"`` or None (by file suffix).
+        num_threads: CPU threads for inference; None = CPU count, at most 4.
+        delegate: LiteRT only. ``"xnnpack"`` (default, LiteRT's default CPU delegate), ``"cpu"`` (no
+            delegate: built-in kernels), ``"gpu"`` / ``"nnapi"`` (external delegates loaded with
+            ``ai_edge_litert.interpreter.load_delegate``; set ``MASKCONVER_GPU_DELEGATE`` /
+            ``MASKCONVER_NNAPI_DELEGATE`` to the library path if it has another name), a delegate ``.so``
+            path, or a sequence such as ``("gpu", "nnapi", "xnnpack")`` tried in order. Each fallback is
+            logged and kept in :attr:`delegate_notes`; a single unavailable delegate raises
+            :class:`DelegateError`.
+        output: ``"original"`` (default; masks at the input image's resolution) or ``"canvas"`` (the
+            reference mode: masks on the ``info.canvas_size`` (640x640) canvas of the letterboxed input).
+
+    Not thread-safe: one interpreter per ``Segmenter``; use one ``Segmenter`` per thread.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        backend: str | None = None,
+        num_threads: int | None = None,
+        delegate: str | Sequence[str] | None = None,
+        output: str = "original",
+    ):
+        path = Path(model_path)
+        self.backend = backend_for(path, backend)
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        self.model_file: ModelFile = read_model_file(path)
+        if self.model_file.format != ("tflite" if self.backend == "litert" else "onnx"):
+            raise ValueError(
+                f"{path.name} is a {self.model_file.format} model; backend {self.backend!r} cannot run it "
+                "(omit backend to choose by file type)"
+            )
+        self.model_path = path
+        self.num_threads = num_threads or default_threads()
+        runner_cls = _LiteRTRunner if self.backend == "litert" else _OnnxRunner
+        self._runner = runner_cls(path, self.num_threads, delegate)
+        self.output = output
+        info = self.info
+        self._thing_table = info.is_thing_table()
+        self._decode_kwargs = {
+            "input_size": tuple(info.input_size),
+            "stride": info.stride,
+            "thing_ids": self._thing_table,
+            "num_proposals": info.num_proposals,
+            "object_mask_threshold": info.object_mask_threshold,
+            "overlap_threshold": info.overlap_threshold,
+            "small_area_threshold": info.small_area_threshold,
+            "canvas_size": tuple(info.canvas_size),
+        }
+        self._names = info.labels()
+
+    # -- properties -----------------------------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        """The model's ``maskconver.json`` (:class:`ModelInfo`)."""
+        return self.model_file.info
+
+    @property
+    def labels(self) -> list[str]:
+        """Category names by id (0..C-1)."""
+        return list(self._names)
+
+    @property
+    def delegate(self) -> str:
+        """The delegate in use (after any fallback)."""
+        return self._runner.delegate
+
+    @property
+    def delegate_notes(self) -> list[str]:
+        """Why requested delegates were skipped, in order (empty when the first choice loaded)."""
+        return list(self._runner.notes)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The effective settings: model, backend, delegate, threads, sizes, decoding thresholds."""
+        info = self.info
+        return {
+            "model_path": str(self.model_path),
+            "config_name": info.config_name,
+            "backend": self.backend,
+            "delegate": self.delegate,
+            "num_threads": self.num_threads,
+            "output": self.output,
+            "input_size": tuple(info.input_size),
+            "input_dtype": info.input_dtype,
+            "canvas_size": tuple(info.canvas_size),
+            "num_classes": info.num_classes,
+            "num_proposals": info.num_proposals,
+            "object_mask_threshold": info.object_mask_threshold,
+            "overlap_threshold": info.overlap_threshold,
+            "small_area_threshold": info.small_area_threshold,
+            "quantization": info.conversion.get("quantization"),
+        }
+
+    def __repr__(self) -> str:
+        h, w = self.info.input_size
+        return f"Segmenter({self.model_path.name!r}, {self.backend}/{self.delegate}, {h}x{w}, {self.num_threads} threads)"
+
+    # -- running ---------------------------------------------------------------------------------------
+    def infer(
+        self, model_input_tensor: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, tuple[float, float] | None]]:
+        """Raw model run: ``[1, h, w, 3]`` input -> ``{output name: (array, (scale, zero_point) or None)}``."""
+        return self._runner.run(model_input_tensor)
+
+    def segment(self, image: Any, color: str = "rgb", output: str | None = None) -> PanopticResult:
+        """Panoptic segmentation of one image.
+
+        Args:
+            image: RGB uint8 ``[H, W, 3]`` (see :func:`maskconver.runtime.preprocess.as_rgb_uint8` for the
+                other accepted formats: gray, RGBA, uint16, float [0, 1]), or an image file path.
+            color: ``"rgb"`` or ``"bgr"`` (OpenCV frames) channel order of ``image``.
+            output: override the constructor's ``output`` mode for this call.
+        Returns:
+            :class:`PanopticResult` with ``speed`` in ms for preprocess / inference / postprocess.
+        """
+        mode = self.output if output is None else output
+        if mode not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {mode!r}")
+        t0 = time.perf_counter()
+        rgb = read_image(image) if isinstance(image, str | os.PathLike) else as_rgb_uint8(image, color)
+        info = self.info
+        canvas, _scale, valid = letterbox(rgb, tuple(info.input_size), tuple(info.pad_value))
+        x = model_input(canvas, info)
+        t1 = time.perf_counter()
+        outs = self._runner.run(x)
+        t2 = time.perf_counter()
+        dec = self._decode(outs, rgb.shape[:2], valid, mode)
+        if mode == "original":
+            image_fn = _constant(rgb)
+        else:
+            image_fn = _resized(canvas, tuple(info.canvas_size))
+        result = self._result(dec, rgb.shape[:2], mode, image_fn)
+        t3 = time.perf_counter()
+        result.speed.update(
+            preprocess=1000.0 * (t1 - t0), inference=1000.0 * (t2 - t1), postprocess=1000.0 * (t3 - t2)
+        )
+        return result
+
+    __call__ = segment
+
+    def _decode(self, outs, image_size, valid, mode: str) -> PanopticDecoding:
+        (heat, hq), (center, cq), (feats, mq) = (outs[n] for n in OUTPUT_NAMES)
+        if mode == "original":
+            sizes = {"output_size": tuple(image_size), "valid_size": tuple(valid)}
+        else:
+            sizes = {"output_size": tuple(self.info.canvas_size), "valid_size": None}
+        return decode_panoptic(
+            heat,
+            center,
+            feats,
+            self.model_file.mask_head,
+            heatmap_quant=hq,
+            center_quant=cq,
+            mask_quant=mq,
+            **sizes,
+            **self._decode_kwargs,
+        )
+
+    def _result(self, dec: PanopticDecoding, image_size, mode: str, image_fn) -> PanopticResult:
+        segments = []
+        for i in range(dec.num_segments):
+            cid = int(dec.segment_category_ids[i])
+            segments.append(
+                Segment(
+                    id=int(dec.segment_ids[i]),
+                    category_id=cid,
+                    name=self._names[cid] if 0 <= cid < len(self._names) else f"class_{cid}",
+                    isthing=bool(self._thing_table[cid]) if 0 <= cid < len(self._thing_table) else False,
+                    score=float(dec.segment_scores[i]),
+                    area=int(dec.segment_areas[i]),
+                    bbox=tuple(int(v) for v in dec.segment_bboxes[i]),  # type: ignore[arg-type]
+                    instance_id=int(dec.segment_instance_ids[i]),
+                )
+            )
+        return PanopticResult(
+            category_mask=dec.category_mask,
+            instance_mask=dec.instance_mask,
+            segments=segments,
+            speed={},
+            categories=self.info.categories,
+            image_size=(int(image_size[0]), int(image_size[1])),
+            mode=mode,
+            _image_fn=image_fn,
+        )
+
+    def warmup(self, runs: int = 1) -> None:
+        """Run the model ``runs`` times on a mean-colour image (first invokes are slower)."""
+        h, w = self.info.input_size
+        img = np.empty((h, w, 3), np.uint8)
+        img[:] = self.info.pad_value
+        for _ in range(runs):
+            self.segment(img)
+
+    def stream(
+        self,
+        source: int | str | os.PathLike,
+        *,
+        drop_stale: bool | None = None,
+        vid_stride: int = 1,
+        max_frames: int | None = None,
+    ) -> Iterator[tuple[int, float, np.ndarray, PanopticResult]]:
+        """Segment a camera / video / URL / image folder: yields ``(frame_index, timestamp_ms, frame,
+        result)``; see :func:`maskconver.runtime.streams.stream`."""
+        from maskconver.runtime.streams import stream
+
+        return stream(self, source, drop_stale=drop_stale, vid_stride=vid_stride, max_frames=max_frames)
+
+    def close(self) -> None:
+        """Release the interpreter (the object is unusable afterwards)."""
+        self._runner = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _constant(img: np.ndarray):
+    return lambda: img
+
+
+def _resized(canvas: np.ndarray, size: tuple[int, int]):
+    cache: list[np.ndarray] = []
+
+    def get() -> np.ndarray:
+        if not cache:
+            cache.append(cv2.resize(canvas, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+        return cache[0]
+
+    return get
