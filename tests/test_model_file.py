@@ -212,6 +212,40 @@ def test_standard_reader_generated_by_flatc(tmp_path, int8_pair):
             del sys.modules[name]
 
 
+APT_TOOLS = "apt-get install -y flatbuffers-compiler libflatbuffers-dev g++"
+
+
+def test_flatbuffers_cpp_verifier_accepts_the_model(tmp_path, int8_pair, float_pair):
+    """The flatbuffers C++ Verifier (what LiteRT's Java API runs before loading) passes model and metadata."""
+    flatc, cxx = shutil.which("flatc"), shutil.which("g++")
+    if flatc is None or cxx is None or not Path("/usr/include/flatbuffers/flatbuffers.h").exists():
+        pytest.skip(f"flatc, g++ or the flatbuffers headers are missing ({APT_TOOLS})")
+    data = Path(__file__).parent / "data"
+    for name in ("tflite_model_subset.fbs", "tflite_metadata_subset.fbs"):
+        shutil.copy(data / name, tmp_path / name)
+    subprocess.run(
+        [flatc, "--cpp", "tflite_model_subset.fbs", "tflite_metadata_subset.fbs"], cwd=tmp_path, check=True
+    )
+    exe = tmp_path / "verify"
+    src = data / "verify_tflite_metadata.cc"
+    subprocess.run([cxx, "-std=c++17", "-O0", f"-I{tmp_path}", "-o", str(exe), str(src)], check=True)
+
+    def verify(content: bytes) -> subprocess.CompletedProcess:
+        path = write(tmp_path, content)
+        return subprocess.run([str(exe), str(path)], capture_output=True, text=True)
+
+    for plain, with_md in (int8_pair, float_pair):
+        result = verify(with_md)
+        assert result.returncode == 0, result.stdout
+        assert (
+            "model: ok" in result.stdout
+            and "metadata: ok, name=Tiny MaskConver, aligned16=1" in result.stdout
+        )
+        assert "metadata: MISSING" in verify(plain).stdout
+    _, with_md = int8_pair
+    assert "model: INVALID" in verify(with_md[: len(with_md) // 2]).stdout  # the verifier does check
+
+
 def test_litert_schema_reader_sees_the_metadata_entry(int8_pair):
     """LiteRT's own generated schema code finds TFLITE_METADATA and its buffer."""
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
