@@ -89,12 +89,14 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """Read a COCO panoptic PNG and return its ``[H, W]`` uint32 segment ids."""
-    path = Path(path)
-    if not path.is_file():
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise FileNotFoundError(
             f"panoptic PNG {path} does not exist; check the folder and the JSON file_name"
-        )
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        ) from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"{path} could not be decoded as an image; it must be an 8-bit RGB PNG")
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):

@@ -617,10 +617,10 @@ def _score_files(
     pred_json_name: str,
 ) -> ImageEvents:
     image_id = gt_ann.get("image_id")
-    gt_png = gt_dir / str(gt_ann["file_name"])
+    gt_png = os.path.join(gt_dir, str(gt_ann["file_name"]))
     if "file_name" not in pred_ann:
         raise PanopticFormatError(f"prediction for image {image_id} in {pred_json_name} has no 'file_name'")
-    pred_png = pred_dir / str(pred_ann["file_name"])
+    pred_png = os.path.join(pred_dir, str(pred_ann["file_name"]))
     where = f"prediction PNG {pred_png}, JSON {pred_json_name}"
     gt = SegmentTable.from_segments(gt_ann.get("segments_info", []), f"ground truth {gt_png}", image_id)
     pred = SegmentTable.from_segments(pred_ann.get("segments_info", []), where, image_id)
