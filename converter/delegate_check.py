@@ -479,6 +479,15 @@ class PartitionReport:
     def fully_delegated(self) -> bool:
         return self.partitions == 1 and not self.undelegated
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: partitions, total_ops, delegated_ops, undelegated [{index, op, outputs}]."""
+        return {
+            "partitions": self.partitions,
+            "total_ops": self.total_ops,
+            "delegated_ops": self.delegated_ops,
+            "undelegated": [{"index": i, "op": n, "outputs": outs} for i, n, outs in self.undelegated],
+        }
+
     def summary(self) -> str:
         lines = [
             f"XNNPACK: {self.partitions} partition(s), {self.delegated_ops}/{self.total_ops} ops delegated, "

@@ -37,16 +37,19 @@ def add_onnx_metadata(
     model,
     info: ModelInfo,
     mask_head: Mapping[str, np.ndarray],
-    labels: list[str],
+    labels: list[str] | None = None,
     meta: Mapping[str, Any] | None = None,
 ):
-    """Set the maskconver ``metadata_props`` on an ``onnx.ModelProto`` in place and return it."""
+    """Set the maskconver ``metadata_props`` on an ``onnx.ModelProto`` in place and return it.
+
+    ``labels`` defaults to ``info.labels()``; ``meta`` may set name, description, version, author, license.
+    """
     unknown = set(meta or {}) - set(DEFAULT_META)
     if unknown:
         raise MetadataError(f"unknown metadata keys {sorted(unknown)}; allowed: {sorted(DEFAULT_META)}")
     fields = {**DEFAULT_META, **{k: str(v) for k, v in (meta or {}).items()}}
     _check_graph(model, info)
-    files = associated_files(info, mask_head, labels)
+    files = associated_files(info, mask_head, info.labels() if labels is None else labels)
     props = dict(fields)
     props[INFO_FILE] = files[INFO_FILE].decode("utf-8")
     props[LABELS_FILE] = files[LABELS_FILE].decode("utf-8")
@@ -66,7 +69,7 @@ def populate_onnx_metadata(
     onnx_bytes: bytes,
     info: ModelInfo,
     mask_head: Mapping[str, np.ndarray],
-    labels: list[str],
+    labels: list[str] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> bytes:
     """``onnx_bytes`` with the maskconver metadata in ``metadata_props`` (graph untouched)."""

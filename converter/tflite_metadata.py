@@ -384,12 +384,12 @@ def populate_metadata(
     tflite_bytes: bytes,
     info: ModelInfo,
     mask_head: Mapping[str, np.ndarray],
-    labels: list[str],
+    labels: list[str] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Return ``tflite_bytes`` with TFLite metadata and the associated files zipped on the end.
 
-    ``meta`` may set ``name``, ``description``, ``version``, ``author`` and ``license`` (defaults in
+    ``labels`` defaults to ``info.labels()`` (the category names, one per heatmap channel). ``meta`` may set ``name``, ``description``, ``version``, ``author`` and ``license`` (defaults in
     ``DEFAULT_META``). Re-populating an already populated model replaces its metadata.
     """
     unknown = set(meta or {}) - set(DEFAULT_META)
@@ -399,7 +399,7 @@ def populate_metadata(
     model_bytes = strip_appended_zip(bytes(tflite_bytes))
     model = parse_tflite(model_bytes)
     input_name, output_order = _check_model_against_info(model, info)
-    files = associated_files(info, mask_head, labels)
+    files = associated_files(info, mask_head, info.labels() if labels is None else labels)
     hashes = {name: sha256_hex(content) for name, content in files.items()}
     md = build_metadata_flatbuffer(info, fields, hashes, input_name, output_order)
     with_md = add_metadata_buffer(model_bytes, TFLITE_METADATA_NAME, md)

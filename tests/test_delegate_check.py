@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from maskconver.converter.delegate_check import (
     DELEGATES,
@@ -70,6 +72,12 @@ def test_pure_conv_int8_model_is_one_xnnpack_partition(tmp_path):
     assert measured.partitions == 1 and measured.undelegated == [] and measured.fully_delegated
     assert measured.delegated_ops == measured.total_ops == report.num_ops
     assert "1 partition(s), 9/9 ops delegated" in measured.summary()
+    assert json.loads(json.dumps(measured.to_dict())) == {
+        "partitions": 1,
+        "total_ops": 9,
+        "delegated_ops": 9,
+        "undelegated": [],
+    }
     # NNAPI before Android 11 has no signed int8 tensors
     old = check_delegates(model, nnapi_api_level=29)
     assert len(old.unsupported(NNAPI)) == report.num_ops

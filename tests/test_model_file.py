@@ -455,7 +455,7 @@ def test_onnx_metadata_roundtrip_and_bad_files(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     plain = _tiny_onnx()
     info = make_info()
-    with_md = populate_onnx_metadata(plain, info, make_head(), info.labels(), META)
+    with_md = populate_onnx_metadata(plain, info, make_head(), meta=META)  # labels default to info.labels()
     image = np.random.default_rng(4).integers(0, 256, (1, H, W, 3), dtype=np.uint8)
 
     def run(data: bytes) -> list[np.ndarray]:
