@@ -34,6 +34,7 @@ _REL_LOGIT = np.float32(4e-6)  # x max |source logit| of the cell
 _REL_PROD = np.float32(1e-5)
 _ABS_PROD = np.float32(1e-37)
 _SIGN_MARGIN = np.float32(1e-3)
+_STRONG = np.float32(0.25)  # pairs within this factor of a block's best upper bound are refined first
 
 
 @dataclass(frozen=True)
@@ -107,83 +108,112 @@ def merge_dense(
 
 @dataclass
 class _Blocks:
-    """Pixel rectangles inside resize cells: flat cell index ``cf`` (``cy * nx + cx``); rows ``y0:y1``,
-    cols ``x0:x1`` (int64 ``[n]`` each)."""
+    """Pixel rectangles inside resize cells: cell (run indices) ``cy, cx``; rows ``y0:y1``, cols ``x0:x1``
+    (int64 ``[n]`` each)."""
 
-    cf: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
     y0: np.ndarray
     y1: np.ndarray
     x0: np.ndarray
     x1: np.ndarray
 
     def take(self, sel: np.ndarray) -> _Blocks:
-        return _Blocks(self.cf[sel], self.y0[sel], self.y1[sel], self.x0[sel], self.x1[sel])
+        return _Blocks(self.cy[sel], self.cx[sel], self.y0[sel], self.y1[sel], self.x0[sel], self.x1[sel])
 
     @property
     def n(self) -> int:
-        return int(self.cf.size)
+        return int(self.cy.size)
 
     @property
     def npix(self) -> np.ndarray:
         return (self.y1 - self.y0) * (self.x1 - self.x0)
 
 
-@dataclass
-class _Corners:
-    """Per (cell, proposal) source logits, flat ``[ncells * K]``: ``a = L[y0, x0]``, ``b = L[y0, x1]``,
-    ``c = L[y1, x0]``, ``d = L[y1, x1]``, and the bound margin (``_REL_LOGIT`` x their largest magnitude)."""
+class _Source:
+    """The low-resolution logits and resize plans; gathers the four source logits of (block, proposal)."""
 
-    a: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
-    d: np.ndarray
-    margin: np.ndarray
-    k: int
+    def __init__(self, logits: np.ndarray, py: AxisPlan, px: AxisPlan):
+        h, w, k = logits.shape
+        self.flat = logits.reshape(-1)
+        self.py, self.px, self.w, self.k = py, px, w, k
+
+    def corners(self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``a, b, c, d`` float32 ``[n]`` = L[y0, x0], L[y0, x1], L[y1, x0], L[y1, x1] of pair's cell."""
+        cy, cx = blk.cy[pb], blk.cx[pb]
+        r0 = self.py.run_i0[cy] * self.w
+        r1 = self.py.run_i1[cy] * self.w
+        c0 = self.px.run_i0[cx]
+        c1 = self.px.run_i1[cx]
+        k, f = self.k, self.flat
+        return f[(r0 + c0) * k + pq], f[(r0 + c1) * k + pq], f[(r1 + c0) * k + pq], f[(r1 + c1) * k + pq]
+
+    def bounds(self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds ``lo, hi [n]`` of pair ``(pb, pq)``'s resized logits over its block: min / max at the
+        block's corner pixels, widened by ``_REL_LOGIT`` x the largest source magnitude."""
+        a, b, c, d = self.corners(blk, pb, pq)
+        lx0 = self.px.lerp[blk.x0[pb]]
+        lx1 = self.px.lerp[blk.x1[pb] - 1]
+        ly0 = self.py.lerp[blk.y0[pb]]
+        ly1 = self.py.lerp[blk.y1[pb] - 1]
+        ba = b - a
+        dc = d - c
+        t0 = a + ba * lx0
+        t1 = a + ba * lx1
+        d0 = (c + dc * lx0) - t0
+        d1 = (c + dc * lx1) - t1
+        v00 = t0 + d0 * ly0
+        v01 = t1 + d1 * ly0
+        v10 = t0 + d0 * ly1
+        v11 = t1 + d1 * ly1
+        m = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.maximum(np.abs(c), np.abs(d)))
+        m *= _REL_LOGIT
+        lo = np.minimum(np.minimum(v00, v01), np.minimum(v10, v11))
+        hi = np.maximum(np.maximum(v00, v01), np.maximum(v10, v11))
+        lo -= m
+        hi += m
+        return lo, hi
+
+    def pixels(
+        self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> np.ndarray:
+        """Resized logits of pairs ``(pb, pq)`` at their block's padded pixels -> ``[RY, RX, n]`` float32
+        (``ys [RY, nblocks]``, ``xs [RX, nblocks]``), bit-identical to the dense resize."""
+        a, b, c, d = self.corners(blk, pb, pq)
+        lx = np.take(
+            self.px.lerp[xs], pb, axis=1
+        )  # np.take keeps [R, n] C-contiguous (fancy indexing would not)
+        ly = np.take(self.py.lerp[ys], pb, axis=1)
+        return bilinear_from_corners(a, b, c, d, lx, ly)
 
 
-def _split_bounds(
-    cor: _Corners, py: AxisPlan, px: AxisPlan, blk: _Blocks, pb: np.ndarray, pq: np.ndarray
-) -> tuple[_Blocks, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split every block into quadrants (halving an axis only if it is longer than 1); each child inherits
-    its parent's pairs, with bounds of its logits (min / max at its corner pixels, +- margin).
-
-    ``pb`` (sorted block index) / ``pq`` (proposal) ``[n]`` -> ``children, pb', pq', lo', hi'``.
-    """
-    nb = blk.n
+def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
+    """The quadrants of every block (an axis is halved only if longer than 1), parent-major; and the
+    parent index of each child."""
     my = blk.y0 + (blk.y1 - blk.y0) // 2
     mx = blk.x0 + (blk.x1 - blk.x0) // 2
-    # corner rows / cols of the children: (y0, my-1 | my, y1-1), clamped for unsplit axes (empty child)
-    rows = np.stack([blk.y0, np.maximum(my - 1, blk.y0), my, blk.y1 - 1])  # [4, nb]
-    cols = np.stack([blk.x0, np.maximum(mx - 1, blk.x0), mx, blk.x1 - 1])
-    fi = blk.cf[pb] * cor.k + pq
-    v = bilinear_from_corners(
-        cor.a[fi],
-        cor.b[fi],
-        cor.c[fi],
-        cor.d[fi],
-        np.take(px.lerp[cols], pb, axis=1),
-        np.take(py.lerp[rows], pb, axis=1),
-    )  # [4 rows, 4 cols, n]
-    lo4 = np.minimum(np.minimum(v[0::2, 0::2], v[0::2, 1::2]), np.minimum(v[1::2, 0::2], v[1::2, 1::2]))
-    hi4 = np.maximum(np.maximum(v[0::2, 0::2], v[0::2, 1::2]), np.maximum(v[1::2, 0::2], v[1::2, 1::2]))
-    m = cor.margin[fi]
-    lo4 -= m
-    hi4 += m
-    # children, parent-major: (top-left, top-right, bottom-left, bottom-right)
     cy0 = np.stack([blk.y0, blk.y0, my, my], axis=1).ravel()
     cy1 = np.stack([my, my, blk.y1, blk.y1], axis=1).ravel()
     cx0 = np.stack([blk.x0, mx, blk.x0, mx], axis=1).ravel()
     cx1 = np.stack([mx, blk.x1, mx, blk.x1], axis=1).ravel()
     nonempty = np.flatnonzero((cy1 > cy0) & (cx1 > cx0))
     parent = nonempty // 4
-    child = _Blocks(blk.cf[parent], cy0[nonempty], cy1[nonempty], cx0[nonempty], cx1[nonempty])
+    child = _Blocks(
+        blk.cy[parent], blk.cx[parent], cy0[nonempty], cy1[nonempty], cx0[nonempty], cx1[nonempty]
+    )
+    return child, parent
+
+
+def _inherit(nb: int, pb: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of the children: each child repeats its parent's pairs. ``pb [n]`` sorted parent index of
+    the pairs, ``parent [nchild]`` -> child index (sorted) and source pair index, ``[m]`` each."""
     counts = np.bincount(pb, minlength=nb)
     first = np.cumsum(counts) - counts
     cnt = counts[parent]
     offs = np.cumsum(cnt) - cnt
-    src = np.arange(int(offs[-1] + cnt[-1])) - np.repeat(offs - first[parent], cnt)  # parent pair index
-    at = np.repeat(nonempty % 4, cnt) * pq.size + src  # (child quadrant, parent pair) in lo4 [2, 2, n]
-    return child, np.repeat(np.arange(parent.size), cnt), pq[src], lo4.reshape(-1)[at], hi4.reshape(-1)[at]
+    total = int(offs[-1] + cnt[-1]) if cnt.size else 0
+    src = np.arange(total) - np.repeat(offs - first[parent], cnt)
+    return np.repeat(np.arange(parent.size), cnt), src
 
 
 def _block_pixels(blk: _Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,16 +227,6 @@ def _block_pixels(blk: _Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xs = blk.x0 + np.minimum(ox, lx - 1)
     ok = (oy < ly)[:, None, :] & (ox < lx)[None, :, :]
     return ys, xs, ok
-
-
-def _pixel_logits(
-    cor: _Corners, py: AxisPlan, px: AxisPlan, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, ys, xs
-) -> np.ndarray:
-    """Resized logits of pairs ``(pb, pq)`` at their block's padded pixels -> ``[RY, RX, n]`` float32."""
-    fi = blk.cf[pb] * cor.k + pq
-    return bilinear_from_corners(
-        cor.a[fi], cor.b[fi], cor.c[fi], cor.d[fi], px.lerp[xs[:, pb]], py.lerp[ys[:, pb]]
-    )
 
 
 def _starts(pb: np.ndarray) -> np.ndarray:
@@ -251,18 +271,11 @@ class _Canvas:
 
 
 def _exact_winners(
-    cor: _Corners,
-    scores: np.ndarray,
-    py: AxisPlan,
-    px: AxisPlan,
-    blk: _Blocks,
-    pb: np.ndarray,
-    pq: np.ndarray,
-    canvas: _Canvas,
+    src: _Source, scores: np.ndarray, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, canvas: _Canvas
 ) -> None:
     """Pixel-by-pixel argmax over each block's candidate pairs (ascending proposal within a block)."""
     ys, xs, ok = _block_pixels(blk)
-    prod = sigmoid32(_pixel_logits(cor, py, px, blk, pb, pq, ys, xs))
+    prod = sigmoid32(src.pixels(blk, pb, pq, ys, xs))
     prod *= scores[pq]
     starts = _starts(pb)
     counts = np.diff(np.append(starts, pq.size))
@@ -280,12 +293,10 @@ def _exact_winners(
     canvas.pixels(ys, xs, ok, pq[first])
 
 
-def _exact_positive(
-    cor: _Corners, py: AxisPlan, px: AxisPlan, blk: _Blocks, pq: np.ndarray, count: np.ndarray
-) -> None:
+def _exact_positive(src: _Source, blk: _Blocks, pq: np.ndarray, count: np.ndarray) -> None:
     """Adds ``count(p > 0.5)`` over block i for proposal ``pq[i]``, pixel by pixel."""
     ys, xs, ok = _block_pixels(blk)
-    v = _pixel_logits(cor, py, px, blk, np.arange(blk.n), pq, ys, xs)
+    v = src.pixels(blk, np.arange(blk.n), pq, ys, xs)
     above = np.count_nonzero((sigmoid32(v) > np.float32(0.5)) & ok, axis=(0, 1))
     count += np.bincount(pq, weights=above, minlength=count.size).astype(np.int64)
 
@@ -293,14 +304,60 @@ def _exact_positive(
 def _cell_blocks(py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray) -> _Blocks:
     y0 = py.run_start[cy]
     x0 = px.run_start[cx]
-    return _Blocks(cy * px.run_start.size + cx, y0, y0 + py.run_len[cy], x0, x0 + px.run_len[cx])
+    return _Blocks(cy, cx, y0, y0 + py.run_len[cy], x0, x0 + px.run_len[cx])
 
 
-def _drop_blocks(blk: _Blocks, pb: np.ndarray, pq: np.ndarray, gone: np.ndarray):
+def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
+    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds (float32 rounding covered)."""
+    with np.errstate(under="ignore"):
+        return sigmoid32(lo) * s_lo - _ABS_PROD, sigmoid32(hi) * s_hi + _ABS_PROD
+
+
+def _refine(
+    src: _Source,
+    s_lo: np.ndarray,
+    s_hi: np.ndarray,
+    blk: _Blocks,
+    pb: np.ndarray,
+    pq: np.ndarray,
+    pu: np.ndarray,
+) -> tuple[_Blocks, np.ndarray, np.ndarray, np.ndarray]:
+    """Split undecided blocks into quadrants and prune each child's candidates.
+
+    ``pb``/``pq``/``pu`` ``[n]``: block (sorted), proposal and upper product bound of the candidate pairs.
+    Two phases: children bounds of the *strong* pairs (upper bound within ``_STRONG`` of the block's best)
+    give each child a lower bound of its best product; a weak pair needs bounds only if its parent upper
+    bound reaches that. Returns the children and their surviving pairs (sorted by child, then proposal).
+    """
+    child, parent = _quadrants(blk)
+    k = src.k
+    strong = pu >= np.maximum.reduceat(pu, _starts(pb))[pb] * _STRONG
+    cb, i = _inherit(blk.n, pb[strong], parent)
+    cq = pq[strong][i]
+    low, upp = _products(*src.bounds(child, cb, cq), s_lo[cq], s_hi[cq])
+    best = np.maximum.reduceat(low, _starts(cb))  # every child has its parent's strong pairs
+    if not strong.all():
+        weak = ~strong
+        wb, i = _inherit(blk.n, pb[weak], parent)
+        alive = pu[weak][i] >= best[wb]
+        wb, wq = wb[alive], pq[weak][i][alive]
+        if wb.size:
+            wlow, wupp = _products(*src.bounds(child, wb, wq), s_lo[wq], s_hi[wq])
+            order = np.argsort(np.concatenate([cb, wb]) * k + np.concatenate([cq, wq]))
+            cb = np.concatenate([cb, wb])[order]
+            cq = np.concatenate([cq, wq])[order]
+            low = np.concatenate([low, wlow])[order]
+            upp = np.concatenate([upp, wupp])[order]
+            best = np.maximum.reduceat(low, _starts(cb))
+    keep = upp >= best[cb]
+    return child, cb[keep], cq[keep], upp[keep]
+
+
+def _drop_blocks(blk: _Blocks, gone: np.ndarray, pb: np.ndarray, *pair_arrays: np.ndarray):
     """Remove blocks flagged ``gone [nb]`` and their pairs (renumbering the rest)."""
     rest = ~gone
     sel = rest[pb]
-    return blk.take(rest), (np.cumsum(rest) - 1)[pb[sel]], pq[sel]
+    return (blk.take(rest), (np.cumsum(rest) - 1)[pb[sel]], *(a[sel] for a in pair_arrays))
 
 
 def merge_fast(
@@ -315,29 +372,25 @@ def merge_fast(
     scores = np.asarray(scores, dtype=np.float32)
     s_lo = scores * (np.float32(1) - _REL_PROD)
     s_hi = scores * (np.float32(1) + _REL_PROD)
+    src = _Source(logits, py, px)
 
     # Level 0: whole cells, bounded by their four source logits.
-    r0 = logits[py.run_i0]
-    r1 = logits[py.run_i1]
-    a, b = r0[:, px.run_i0], r0[:, px.run_i1]  # [ny, nx, K]
-    c, d = r1[:, px.run_i0], r1[:, px.run_i1]
-    lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
-    hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    r0 = np.take(logits, py.run_i0, axis=0)
+    r1 = np.take(logits, py.run_i1, axis=0)
+    rmin = np.minimum(r0, r1)
+    rmax = np.maximum(r0, r1)
+    lo = np.minimum(np.take(rmin, px.run_i0, axis=1), np.take(rmin, px.run_i1, axis=1))  # [ny, nx, K]
+    hi = np.maximum(np.take(rmax, px.run_i0, axis=1), np.take(rmax, px.run_i1, axis=1))
     margin = np.maximum(hi, -lo)
     margin *= _REL_LOGIT
     lo -= margin
     hi += margin
-    cor = _Corners(a.ravel(), b.ravel(), c.ravel(), d.ravel(), margin.ravel(), k)
-    with np.errstate(under="ignore"):
-        low = sigmoid32(lo) * s_lo - _ABS_PROD
-        upp = sigmoid32(hi) * s_hi + _ABS_PROD
+    low, upp = _products(lo, hi, s_lo, s_hi)
     cand = upp >= low.max(axis=-1, keepdims=True)  # the winner is always among these
-    ncand = np.count_nonzero(cand, axis=-1)
-    decided = ncand == 1
+    decided = np.count_nonzero(cand, axis=-1) == 1
     cell_win = np.argmax(cand, axis=-1)
 
-    wdt = winner_dtype(k)
-    canvas = _Canvas(np.repeat(np.repeat(cell_win.astype(wdt), py.run_len, axis=0), px.run_len, axis=1), k)
+    canvas = _Canvas(np.repeat(np.repeat(cell_win.astype(winner_dtype(k)), py.run_len, 0), px.run_len, 1), k)
     dcy, dcx = np.nonzero(decided)
     dq = cell_win[dcy, dcx]
     ylen, xlen = py.run_len[dcy], px.run_len[dcx]
@@ -345,29 +398,23 @@ def merge_fast(
     y0, x0 = py.run_start[dcy], px.run_start[dcx]
     canvas.add_boxes(dq, x0, y0, x0 + xlen, y0 + ylen)
 
-    # Finer levels for the undecided cells.
+    # Finer levels for the undecided cells: quadrants until decided or small enough for pixels.
     ucy, ucx = np.nonzero(~decided)
     blk = _cell_blocks(py, px, ucy, ucx)
     pb, pq = np.nonzero(cand[ucy, ucx])
+    pu = upp[ucy[pb], ucx[pb], pq]
     while pb.size:
         small = blk.npix <= EXACT_PIXELS
         if small.any():
             sel = small[pb]
-            renum = np.cumsum(small) - 1
-            _exact_winners(cor, scores, py, px, blk.take(small), renum[pb[sel]], pq[sel], canvas)
-            blk, pb, pq = _drop_blocks(blk, pb, pq, small)
+            _exact_winners(src, scores, blk.take(small), (np.cumsum(small) - 1)[pb[sel]], pq[sel], canvas)
+            blk, pb, pq, pu = _drop_blocks(blk, small, pb, pq, pu)
             if not pb.size:
                 break
-        blk, pb, pq, blo, bhi = _split_bounds(cor, py, px, blk, pb, pq)
-        with np.errstate(under="ignore"):
-            low = sigmoid32(blo) * s_lo[pq] - _ABS_PROD
-            upp = sigmoid32(bhi) * s_hi[pq] + _ABS_PROD
-        keep = upp >= np.maximum.reduceat(low, _starts(pb))[pb]
-        pb, pq = pb[keep], pq[keep]
+        blk, pb, pq, pu = _refine(src, s_lo, s_hi, blk, pb, pq, pu)
         done = np.bincount(pb, minlength=blk.n) == 1
-        dsel = done[pb]
-        canvas.fill(blk.take(done), pq[dsel])
-        blk, pb, pq = _drop_blocks(blk, pb, pq, done)
+        canvas.fill(blk.take(done), pq[done[pb]])
+        blk, pb, pq, pu = _drop_blocks(blk, done, pb, pq, pu)
 
     # original_area = count(p > 0.5), only for proposals passing the area test. One block per pair here.
     mask_area = canvas.mask_area
@@ -382,11 +429,14 @@ def merge_fast(
         while pq.size:
             small = blk.npix <= EXACT_PIXELS
             if small.any():
-                _exact_positive(cor, py, px, blk.take(small), pq[small], original_area)
+                _exact_positive(src, blk.take(small), pq[small], original_area)
                 blk, pq = blk.take(~small), pq[~small]
                 if not pq.size:
                     break
-            blk, pb, pq, blo, bhi = _split_bounds(cor, py, px, blk, np.arange(blk.n), pq)
+            blk, parent = _quadrants(blk)
+            pq = pq[parent]
+            pb = np.arange(blk.n)
+            blo, bhi = src.bounds(blk, pb, pq)
             pos = blo > _SIGN_MARGIN
             original_area += np.bincount(pq[pos], weights=blk.npix[pos], minlength=k).astype(np.int64)
             unsure = ~pos & (bhi >= -_SIGN_MARGIN)

@@ -1,0 +1,150 @@
+"""Speed of the NumPy MaskConver decoding (``maskconver.runtime.decode``), dense vs fast merge.
+
+Run under pytest-benchmark (CPU time is the fairer timer on a shared machine)::
+
+    /work/venv/bin/pytest benchmarks/bench_decode.py --benchmark-only --benchmark-timer=time.process_time
+
+Cases:
+
+* ``golden``: the Model Garden golden outputs (random weights; 32x32 for the 256 model, 80x80 for the 640
+  model; 201 classes, D = 256; masks to the 640x640 canvas). Their masks are weak and nearly tied
+  everywhere (a fixture offset of -5 on every mask logit), so the winner map is fragmented: a worst case
+  for the coarse-to-fine merge.
+* ``sharp``: the same heatmap / embeddings, but mask features made (least squares through the proposals'
+  mask embeddings) to give each proposal a solid region with logits of about +-6, as a trained model does.
+* stage benchmarks: proposals (float and int8 heatmap) and the merge alone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from maskconver.runtime.decode import decode_panoptic, mask_embeddings
+from maskconver.runtime.mask_resize import axis_plan
+from maskconver.runtime.merge import merge_dense, merge_fast
+from maskconver.runtime.peaks import find_proposals
+
+MG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "modelgarden"
+
+
+def _golden(size: int) -> dict[str, np.ndarray]:
+    path = MG / f"golden_{size}.npz"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return dict(np.load(path))
+
+
+_EXTRACT = """
+import sys, numpy as np, tensorflow as tf
+r = tf.train.load_checkpoint(sys.argv[1])
+names = dict(class_embeddings="class_embeddings/embeddings", mlp_dense0_kernel="mlp/dense/0/kernel",
+             mlp_dense0_bias="mlp/dense/0/bias", mlp_norm_gamma="mlp/norms/0/gamma",
+             mlp_norm_beta="mlp/norms/0/beta", mlp_dense1_kernel="mlp/dense/1/kernel",
+             mlp_dense1_bias="mlp/dense/1/bias")
+np.savez(sys.argv[2], **{k: r.get_tensor(f"model/{v}/.ATTRIBUTES/VARIABLE_VALUE") for k, v in names.items()})
+"""
+
+
+@pytest.fixture(scope="module")
+def mask_head(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The mask-head arrays from the export checkpoint, read by TensorFlow in a subprocess: TensorFlow's
+    threads in this process would slow NumPy down several-fold and distort the timings."""
+    if not (MG / "export_ckpt" / "ckpt-1.index").exists():
+        pytest.skip("Model Garden checkpoint not found")
+    out = tmp_path_factory.mktemp("mask_head") / "mask_head.npz"
+    subprocess.run([sys.executable, "-c", _EXTRACT, str(MG / "export_ckpt" / "ckpt-1"), str(out)], check=True)
+    return dict(np.load(out))
+
+
+def _sharp_features(g: dict, mask_head: dict, seed: int = 0) -> np.ndarray:
+    """Mask features ``[1, h, w, D]`` giving each golden proposal a Voronoi region (+6 inside, -6 outside)."""
+    rng = np.random.default_rng(seed)
+    heat = g["class_heatmaps"][0]
+    h, w, _ = heat.shape
+    props = find_proposals(heat)
+    emb = mask_embeddings(g["center_embeddings"][0][props.yx[:, 0], props.yx[:, 1]], props.classes, mask_head)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = rng.uniform((0, 0), (h, w), (len(props), 2))
+    owner = np.argmin(np.hypot(yy[..., None] - centres[:, 0], xx[..., None] - centres[:, 1]), axis=-1)
+    target = np.where(owner[..., None] == np.arange(len(props)), 6.0, -6.0) + rng.normal(0, 1.0, (h, w, 1))
+    feats = target.reshape(-1, len(props)) @ np.linalg.pinv(emb).T
+    return feats.reshape(1, h, w, -1).astype(np.float32)
+
+
+def _quantise(x: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
+    lo, hi = float(x.min()), float(x.max())
+    scale = (hi - lo) / 255.0
+    zp = int(round(-128 - lo / scale))
+    return np.clip(np.round(x / scale + zp), -128, 127).astype(np.int8), (scale, zp)
+
+
+@pytest.mark.parametrize("method", ["fast", "dense"])
+@pytest.mark.parametrize("size", [256, 640])
+def test_decode_golden(benchmark, mask_head, size, method):
+    g = _golden(size)
+    benchmark.group = f"decode golden {size}"
+    out = benchmark(
+        decode_panoptic,
+        g["class_heatmaps"],
+        g["center_embeddings"],
+        g["mask_features"],
+        mask_head,
+        method=method,
+    )
+    assert out.num_segments == {256: 11, 640: 9}[size]
+
+
+@pytest.mark.parametrize("method", ["fast", "dense"])
+@pytest.mark.parametrize("size", [256, 640])
+def test_decode_sharp(benchmark, mask_head, size, method):
+    g = _golden(size)
+    feats = _sharp_features(g, mask_head)
+    benchmark.group = f"decode sharp {size}"
+    out = benchmark(
+        decode_panoptic, g["class_heatmaps"], g["center_embeddings"], feats, mask_head, method=method
+    )
+    assert out.num_segments > 5
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_decode_sharp_int8(benchmark, mask_head, size):
+    """The runtime's case: int8 model outputs, proposals in the integer domain, fast merge."""
+    g = _golden(size)
+    (qh, hq), (qc, cq), (qm, mq) = (
+        _quantise(x) for x in (g["class_heatmaps"], g["center_embeddings"], _sharp_features(g, mask_head))
+    )
+    benchmark.group = f"decode sharp {size}"
+    out = benchmark(decode_panoptic, qh, qc, qm, mask_head, heatmap_quant=hq, center_quant=cq, mask_quant=mq)
+    assert out.num_segments > 5
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_proposals(benchmark, size):
+    g = _golden(size)
+    benchmark.group = f"stages {size}"
+    props = benchmark(find_proposals, g["class_heatmaps"][0])
+    assert len(props) == 50
+
+
+@pytest.mark.parametrize("size", [256, 640])
+def test_proposals_int8(benchmark, size):
+    g = _golden(size)
+    q, quant = _quantise(g["class_heatmaps"][0])
+    benchmark.group = f"stages {size}"
+    props = benchmark(find_proposals, q, 50, 0.01, quant)
+    assert len(props) == 50
+
+
+@pytest.mark.parametrize("merge", [merge_fast, merge_dense], ids=["fast", "dense"])
+@pytest.mark.parametrize("size", [256, 640])
+def test_merge_golden_logits(benchmark, size, merge):
+    g = _golden(size)
+    logits = g["mask_proposal_logits"][0]
+    py, px = axis_plan(logits.shape[0], 640), axis_plan(logits.shape[1], 640)
+    benchmark.group = f"stages {size}"
+    res = benchmark(merge, logits, g["confidence"][0], py, px, 256.0, 0.7)
+    assert res.kept.sum() > 5
