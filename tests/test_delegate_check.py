@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from maskconver.converter.delegate_check import (
     DELEGATES,
@@ -107,3 +108,68 @@ def test_delegated_ops_walk_back_from_each_delegate_node():
     ]
     partitions, covered = delegated_ops_from_details(details)
     assert partitions == 2 and covered == {0, 1, 3, 4}
+
+
+def test_flex_op_is_forbidden_with_its_name():
+    tf = pytest.importorskip("tensorflow")
+    fn = tf.function(
+        lambda x: tf.math.cumprod(x, axis=3), input_signature=[tf.TensorSpec([1, 4, 4, 3], tf.float32)]
+    )
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    report = check_delegates(conv.convert())
+    (flex,) = report.forbidden
+    assert flex.op_name == "CUSTOM" and "Select-TF (Flex) op FlexCumprod" in flex.reason
+    assert all(len(report.unsupported(d)) == 1 for d in DELEGATES)
+
+
+def test_old_models_with_only_deprecated_builtin_code():
+    """Models from before the int32 builtin_code field carry the op in the int8 deprecated field."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(256)
+    name = b.CreateString("t")
+    shape = b.CreateNumpyVector(np.array([1, 8, 8, 4], np.int32))
+    b.StartObject(4)  # Tensor: shape, type, buffer, name
+    b.PrependUOffsetTRelativeSlot(0, shape, 0)
+    b.PrependUOffsetTRelativeSlot(3, name, 0)
+    tensor = b.EndObject()
+    io_vec = b.CreateNumpyVector(np.array([0], np.int32))
+    b.StartObject(3)  # Operator: opcode_index, inputs, outputs
+    b.PrependUOffsetTRelativeSlot(1, io_vec, 0)
+    b.PrependUOffsetTRelativeSlot(2, io_vec, 0)
+    op = b.EndObject()
+    vectors = []
+    for item in (tensor, op):
+        b.StartVector(4, 1, 4)
+        b.PrependUOffsetTRelative(item)
+        vectors.append(b.EndVector())
+    b.StartObject(4)  # SubGraph: tensors, inputs, outputs, operators
+    b.PrependUOffsetTRelativeSlot(0, vectors[0], 0)
+    b.PrependUOffsetTRelativeSlot(1, io_vec, 0)
+    b.PrependUOffsetTRelativeSlot(2, io_vec, 0)
+    b.PrependUOffsetTRelativeSlot(3, vectors[1], 0)
+    subgraph = b.EndObject()
+    b.StartObject(1)  # OperatorCode with only deprecated_builtin_code = 22 (RESHAPE)
+    b.PrependInt8Slot(0, 22, 0)
+    code = b.EndObject()
+    b.StartObject(0)  # Buffer 0: empty
+    buffer = b.EndObject()
+    tables = []
+    for item in (code, subgraph, buffer):
+        b.StartVector(4, 1, 4)
+        b.PrependUOffsetTRelative(item)
+        tables.append(b.EndVector())
+    b.StartObject(5)  # Model: version, operator_codes, subgraphs, description, buffers
+    b.PrependUint32Slot(0, 3, 0)
+    b.PrependUOffsetTRelativeSlot(1, tables[0], 0)
+    b.PrependUOffsetTRelativeSlot(2, tables[1], 0)
+    b.PrependUOffsetTRelativeSlot(4, tables[2], 0)
+    b.Finish(b.EndObject(), file_identifier=b"TFL3")
+    model = parse_tflite(bytes(b.Output()))
+    (opcode,) = model.operator_codes
+    assert (opcode.builtin_code, opcode.deprecated_builtin_code, opcode.name) == (0, 22, "RESHAPE")
+    assert model.subgraphs[0].operators[0].op_name == "RESHAPE"
+    assert model.subgraphs[0].tensors[0].shape == (1, 8, 8, 4) and model.version == 3
+    report = check_delegates(bytes(b.Output()))
+    assert report.op_counts == {"RESHAPE": 1} and report.ok
