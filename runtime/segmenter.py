@@ -26,9 +26,9 @@ import ctypes
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,6 +37,9 @@ from maskconver.runtime.model_file import ModelFile, read_model_file
 from maskconver.runtime.model_info import OUTPUT_NAMES, ModelFileError, ModelInfo
 from maskconver.runtime.preprocess import as_rgb_uint8, letterbox, model_input, read_image
 from maskconver.runtime.result import PanopticResult, Segment
+
+if TYPE_CHECKING:
+    from maskconver.runtime.streams import SegmentStream
 
 log = logging.getLogger("maskconver")
 
@@ -464,9 +467,9 @@ class Segmenter:
         drop_stale: bool | None = None,
         vid_stride: int = 1,
         max_frames: int | None = None,
-    ) -> Iterator[tuple[int, float, np.ndarray, PanopticResult]]:
-        """Segment a camera / video / URL / image folder: yields ``(frame_index, timestamp_ms, frame,
-        result)``; see :func:`maskconver.runtime.streams.stream`."""
+    ) -> SegmentStream:
+        """Segment a camera / video / URL / image folder: an iterator of ``(frame_index, timestamp_ms,
+        frame, result)``; see :func:`maskconver.runtime.streams.stream`."""
         from maskconver.runtime.streams import stream
 
         return stream(self, source, drop_stale=drop_stale, vid_stride=vid_stride, max_frames=max_frames)

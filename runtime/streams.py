@@ -1,0 +1,568 @@
+"""Streaming segmentation: cameras, video files, stream URLs and image folders, plus MediaPipe-style VIDEO
+and LIVE_STREAM modes.
+
+* :func:`stream` (also ``Segmenter.stream``) yields ``(frame_index, timestamp_ms, frame, result)``. A
+  capture thread reads frames while the model runs on the previous one.
+
+  - ``drop_stale=True`` (default for cameras and URLs): the capture thread keeps only the newest frame,
+    so a slow model skips frames instead of falling behind (latency stays under one model run plus one
+    frame). A video file read this way is played in real time at its own frame rate.
+  - ``drop_stale=False`` (default for video files and image folders): every frame, in order; the capture
+    thread reads at most a few frames ahead.
+
+  ``frame_index`` counts the source's frames from 0 (gaps show skipped frames); ``timestamp_ms`` is the
+  capture time on the monotonic clock, in ms since the stream started, strictly increasing; ``frame`` is
+  RGB uint8. A video that ends or breaks mid-stream ends the iteration cleanly; a source that cannot be
+  opened raises :class:`SourceError` when :func:`stream` is called.
+* :class:`VideoSegmenter`: ``segment_for_video(frame, timestamp_ms)``, synchronous, timestamps must increase.
+* :class:`LiveSegmenter`: ``segment_async(frame, timestamp_ms)`` returns at once; results go to
+  ``result_callback(result, frame, timestamp_ms)`` from a worker thread; frames arriving while the model
+  is busy are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from maskconver.runtime.preprocess import IMAGE_SUFFIXES, as_rgb_uint8, read_image
+
+if TYPE_CHECKING:
+    from maskconver.runtime.result import PanopticResult
+    from maskconver.runtime.segmenter import Segmenter
+
+CAMERA_READ_RETRIES = 20  # consecutive failed camera reads (10 ms apart) before the stream ends
+READ_AHEAD = 4  # frames decoded ahead in drop_stale=False mode
+
+
+class SourceError(ValueError):
+    """A stream source that cannot be opened or read (the message names the source and the fix)."""
+
+
+@dataclass
+class Frame:
+    """One captured frame: source index, monotonic capture time (ms since stream start), RGB pixels."""
+
+    index: int
+    timestamp_ms: float
+    image: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sources
+
+
+class _Source:
+    """A frame source: ``read() -> BGR/RGB uint8 array or None at the end``; ``skip()`` drops one frame."""
+
+    live = False  # frames arrive in real time (camera, URL)
+    fps = 0.0
+    name = ""
+
+    def read(self) -> np.ndarray | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def skip(self) -> bool:
+        return self.read() is not None
+
+    def close(self) -> None:
+        pass
+
+
+class _CaptureSource(_Source):
+    """cv2.VideoCapture over a camera, a video file or a URL; frames converted to RGB."""
+
+    def __init__(self, target: int | str, name: str, live: bool):
+        self.name = name
+        self.live = live
+        self.cap = cv2.VideoCapture(target)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(_open_hint(target, name))
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.0 < fps <= 1000.0 else 0.0
+        self._first: np.ndarray | None = None
+        if not live:  # a file that opens but yields nothing is unreadable, not empty
+            ok, frame = self.cap.read()
+            if not ok or frame is None:
+                self.cap.release()
+                raise SourceError(
+                    f"cannot decode any frame of {name} (corrupt, truncated or an unsupported codec); "
+                    "re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4)"
+                )
+            self._first = frame
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+        else:
+            tries = CAMERA_READ_RETRIES if self.live else 1
+            frame = None
+            for attempt in range(tries):
+                ok, frame = self.cap.read()
+                if ok and frame is not None:
+                    break
+                frame = None
+                if attempt + 1 < tries:
+                    time.sleep(0.01)
+            if frame is None:
+                return None
+        return as_rgb_uint8(frame, color="bgr")
+
+    def skip(self) -> bool:
+        if self._first is not None:
+            self._first = None
+            return True
+        return bool(self.cap.grab())
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class _FolderSource(_Source):
+    """Image files of a folder in name order (or one image file)."""
+
+    def __init__(self, files: list[Path], name: str):
+        self.files = files
+        self.name = name
+        self._i = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._i >= len(self.files):
+            return None
+        path = self.files[self._i]
+        self._i += 1
+        try:
+            return read_image(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise SourceError(f"image folder {self.name}: {e}") from e
+
+    def skip(self) -> bool:
+        self._i += 1
+        return self._i <= len(self.files)
+
+
+def _open_hint(target: int | str, name: str) -> str:
+    if isinstance(target, int):
+        return (
+            f"cannot open camera {target}: no such device, or it is in use / not permitted; list cameras "
+            "with 'ls /dev/video*' (Linux) and pass the right index"
+        )
+    if "://" in str(target):
+        return f"cannot open stream {name}; check the URL, the network and that OpenCV was built with FFmpeg"
+    return f"cannot open video {name}: not a video OpenCV can read; pass a video file, an image folder or a camera index"
+
+
+def open_source(source: int | str | os.PathLike) -> _Source:
+    """Open a camera index (``0`` or ``"0"``), a stream URL (``rtsp://``, ``http://``...), a video file,
+    an image file or a folder of images.
+
+    Raises:
+        SourceError: the source does not exist or cannot be read.
+    """
+    if isinstance(source, bool) or source is None:
+        raise SourceError(f"source must be a camera index, URL, video file or image folder, got {source!r}")
+    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+        index = int(source)
+        return _CaptureSource(index, f"camera {index}", live=True)
+    text = os.fspath(source)
+    if "://" in text:
+        return _CaptureSource(text, text, live=True)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}); check the path")
+        return _FolderSource(files, str(path))
+    if not path.exists():
+        raise SourceError(
+            f"{path} does not exist; pass a camera index, a URL, a video file or an image folder"
+        )
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _FolderSource([path], str(path))
+    return _CaptureSource(str(path), str(path), live=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# capture thread
+
+
+class FrameReader:
+    """Reads a source on a background thread.
+
+    ``drop_stale=True``: a one-frame slot holding the newest frame (older unconsumed frames are dropped,
+    counted in :attr:`dropped`). ``drop_stale=False``: a bounded FIFO, every frame in order. Non-live
+    sources read with ``drop_stale=True`` are paced at their frame rate (real-time playback).
+    """
+
+    def __init__(self, source: _Source, drop_stale: bool, vid_stride: int = 1):
+        self.source = source
+        self.drop_stale = drop_stale
+        self.vid_stride = vid_stride
+        self.dropped = 0
+        self._t0 = time.monotonic()
+        self._last_ts = -1.0
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=READ_AHEAD)
+        self._thread = threading.Thread(
+            target=self._run, name=f"maskconver-capture {source.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _timestamp(self) -> float:
+        ts = (time.monotonic() - self._t0) * 1000.0
+        ts = max(ts, self._last_ts + 1e-3)  # strictly increasing even within one clock tick
+        self._last_ts = ts
+        return ts
+
+    def _run(self) -> None:
+        pace = self.drop_stale and not self.source.live and self.source.fps > 0
+        index = 0
+        try:
+            while not self._stop.is_set():
+                if index % self.vid_stride:
+                    if not self.source.skip():
+                        break
+                    index += 1
+                    continue
+                if pace:
+                    delay = self._t0 + index / self.source.fps - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                image = self.source.read()
+                if image is None:
+                    break
+                self._publish(Frame(index, self._timestamp(), image))
+                index += 1
+        except BaseException as e:  # handed to the consumer
+            self._error = e
+        finally:
+            self._finish()
+
+    def _publish(self, frame: Frame) -> None:
+        if self.drop_stale:
+            with self._cond:
+                if self._latest is not None:
+                    self.dropped += 1
+                self._latest = frame
+                self._cond.notify_all()
+            return
+        while not self._stop.is_set():
+            try:
+                self._queue.put(frame, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+        if not self.drop_stale:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(None, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+
+    def get(self) -> Frame | None:
+        """The next frame (newest one with ``drop_stale``), or None when the source has ended.
+
+        Raises whatever the capture thread raised (e.g. :class:`SourceError` for an unreadable image).
+        """
+        if self.drop_stale:
+            with self._cond:
+                while self._latest is None and not self._done:
+                    self._cond.wait()
+                frame, self._latest = self._latest, None
+        else:
+            frame = self._queue.get()
+        if frame is None and self._error is not None:
+            raise self._error
+        return frame
+
+    def close(self) -> None:
+        """Stop the capture thread and release the source."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        self.source.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stream()
+
+
+def stream(
+    segmenter: Segmenter,
+    source: int | str | os.PathLike,
+    *,
+    drop_stale: bool | None = None,
+    vid_stride: int = 1,
+    max_frames: int | None = None,
+) -> SegmentStream:
+    """Segment every frame of ``source`` (see the module doc): an iterator (:class:`SegmentStream`) of
+    ``(frame_index, timestamp_ms, frame RGB uint8, PanopticResult)``.
+
+    Args:
+        segmenter: the :class:`Segmenter` to run (used from the calling thread only).
+        source: camera index (``0`` / ``"0"``), stream URL, video file, image file or image folder.
+        drop_stale: keep only the newest frame (bounded latency) or read every frame in order; None
+            chooses True for cameras and URLs, False for files and folders.
+        vid_stride: use every ``vid_stride``-th source frame (indices 0, k, 2k, ...).
+        max_frames: stop after this many results.
+    Raises:
+        SourceError: at call time, if the source cannot be opened.
+        ValueError: bad arguments.
+    """
+    if not isinstance(vid_stride, int) or vid_stride < 1:
+        raise ValueError(f"vid_stride must be a positive integer, got {vid_stride!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
+        raise ValueError(f"max_frames must be a non-negative integer or None, got {max_frames!r}")
+    src = open_source(source)
+    if drop_stale is None:
+        drop_stale = src.live
+    if drop_stale and isinstance(src, _FolderSource):
+        src.close()
+        raise ValueError("drop_stale=True needs a camera, URL or video; image folders are read in order")
+    if drop_stale and not src.live and src.fps <= 0:
+        src.close()
+        raise ValueError(
+            f"{src.name} reports no frame rate, so it cannot be played in real time; use drop_stale=False"
+        )
+    return SegmentStream(segmenter, FrameReader(src, drop_stale, vid_stride), max_frames)
+
+
+class SegmentStream:
+    """Iterator returned by :func:`stream`: yields ``(frame_index, timestamp_ms, frame, result)``.
+
+    Attributes: ``source_name``, ``live``, ``fps`` (the source's frame rate, 0 if unknown), ``drop_stale``
+    and ``dropped`` (frames the capture thread discarded so far). Closing (or leaving a ``with`` block, or
+    exhausting it) stops the capture thread and releases the source.
+    """
+
+    def __init__(self, segmenter: Segmenter, reader: FrameReader, max_frames: int | None):
+        self.segmenter = segmenter
+        self._reader = reader
+        self._max = max_frames
+        self._count = 0
+        self._closed = False
+        self.source_name = reader.source.name
+        self.live = reader.source.live
+        self.fps = reader.source.fps
+        self.drop_stale = reader.drop_stale
+        self.vid_stride = reader.vid_stride
+
+    @property
+    def dropped(self) -> int:
+        return self._reader.dropped
+
+    def __iter__(self) -> SegmentStream:
+        return self
+
+    def __next__(self) -> tuple[int, float, np.ndarray, PanopticResult]:
+        if self._closed or (self._max is not None and self._count >= self._max):
+            self.close()
+            raise StopIteration
+        try:
+            frame = self._reader.get()
+        except BaseException:
+            self.close()
+            raise
+        if frame is None:
+            self.close()
+            raise StopIteration
+        self._count += 1
+        return frame.index, frame.timestamp_ms, frame.image, self.segmenter.segment(frame.image)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._reader.close()
+
+    def __enter__(self) -> SegmentStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# VIDEO and LIVE_STREAM modes
+
+
+def _make_segmenter(model: Any, kwargs: dict) -> tuple[Segmenter, bool]:
+    """``(segmenter, owned)``: the given Segmenter, or a new one (owned: closed with the mode object)."""
+    from maskconver.runtime.segmenter import Segmenter
+
+    if isinstance(model, Segmenter):
+        if kwargs:
+            raise ValueError(f"options {sorted(kwargs)} apply when a model path is given, not a Segmenter")
+        return model, False
+    return Segmenter(model, **kwargs), True
+
+
+class _Timestamps:
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def check(self, timestamp_ms: float) -> None:
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int | float | np.number):
+            raise TypeError(
+                f"timestamp_ms must be a number of milliseconds, got {type(timestamp_ms).__name__}"
+            )
+        if not np.isfinite(timestamp_ms):
+            raise ValueError(f"timestamp_ms must be finite, got {timestamp_ms}")
+        if self.last is not None and timestamp_ms <= self.last:
+            raise ValueError(
+                f"timestamp_ms must increase monotonically: got {timestamp_ms} after {self.last}; pass the "
+                "frame's capture time (e.g. time.monotonic() * 1000)"
+            )
+        self.last = float(timestamp_ms)
+
+
+class VideoSegmenter:
+    """MediaPipe VIDEO mode: ``segment_for_video(frame, timestamp_ms)`` with increasing timestamps.
+
+    ``model``: a model path (``segmenter_kwargs`` go to :class:`Segmenter`) or a Segmenter.
+    """
+
+    def __init__(self, model: Any, *, color: str = "rgb", **segmenter_kwargs: Any):
+        self.segmenter, self._owned = _make_segmenter(model, segmenter_kwargs)
+        self.color = color
+        self._ts = _Timestamps()
+
+    def segment_for_video(self, frame: Any, timestamp_ms: float) -> PanopticResult:
+        """Segment one frame; raises ValueError if ``timestamp_ms`` does not exceed the previous one."""
+        self._ts.check(timestamp_ms)
+        return self.segmenter.segment(frame, color=self.color)
+
+    def close(self) -> None:
+        """Close the Segmenter if this object created it."""
+        if self._owned:
+            self.segmenter.close()
+
+    def __enter__(self) -> VideoSegmenter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LiveSegmenter:
+    """MediaPipe LIVE_STREAM mode: ``segment_async`` hands a frame to a worker thread and returns at once.
+
+    ``result_callback(result, frame, timestamp_ms)`` runs on the worker thread for each processed frame.
+    A frame that arrives while the worker is busy is dropped (``segment_async`` returns False and
+    :attr:`dropped` grows), so latency never builds up. Accepted frames are copied, so the caller may
+    reuse its buffer. An exception in the model or the callback is raised by the next ``segment_async``
+    or by :meth:`close`. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        result_callback: Callable[[PanopticResult, np.ndarray, float], None],
+        *,
+        color: str = "rgb",
+        **segmenter_kwargs: Any,
+    ):
+        if not callable(result_callback):
+            raise TypeError("LiveSegmenter needs result_callback(result, frame, timestamp_ms)")
+        self.segmenter, self._owned = _make_segmenter(model, segmenter_kwargs)
+        self.callback = result_callback
+        self.color = color
+        self.processed = 0
+        self.dropped = 0
+        self._ts = _Timestamps()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._pending: tuple[np.ndarray, float] | None = None
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="maskconver-live", daemon=True)
+        self._thread.start()
+
+    def segment_async(self, frame: Any, timestamp_ms: float) -> bool:
+        """Queue ``frame`` unless the worker is busy. Returns True if accepted, False if dropped."""
+        self._raise_pending_error()
+        if self._closed:
+            raise RuntimeError("LiveSegmenter is closed")
+        self._ts.check(timestamp_ms)
+        with self._lock:
+            if self._busy:
+                self.dropped += 1
+                return False
+            self._busy = True
+            self._idle.clear()
+            self._pending = (np.array(frame, copy=True), float(timestamp_ms))
+            self._wake.notify()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                if self._pending is None:
+                    return
+                frame, ts = self._pending
+                self._pending = None
+            try:
+                result = self.segmenter.segment(frame, color=self.color)
+                self.callback(result, frame, ts)
+                self.processed += 1
+            except BaseException as e:
+                self._error = e
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._idle.set()
+
+    def _raise_pending_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"the live segmentation worker failed: {err}") from err
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker is idle (the last accepted frame's callback has returned)."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        """Finish the frame in flight, stop the worker, and raise any error it hit."""
+        if not self._closed:
+            self._idle.wait()
+            with self._lock:
+                self._closed = True
+                self._wake.notify_all()
+            self._thread.join(timeout=10.0)
+            if self._owned:
+                self.segmenter.close()
+        self._raise_pending_error()
+
+    def __enter__(self) -> LiveSegmenter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
