@@ -65,7 +65,9 @@ def to_markdown(report: dict) -> str:
             f"(ops not delegated: {d.get('xnnpack_undelegated_ops')})",
         ]
         for k, v in d.get("per_delegate", {}).items():
-            lines.append(f"- {k}: {'ok' if not v else ', '.join(v)}")
+            lines.append(f"- {k}: {'all ops supported' if not v else '; '.join(v)}")
+        for k, v in d.get("perf_warnings", {}).items():
+            lines += [f"- {k} performance warning: {w}" for w in v]
     if report.get("agreement"):
         lines += [
             "",
