@@ -308,9 +308,20 @@ def _cell_blocks(py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray) -> 
 
 
 def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
-    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds (float32 rounding covered)."""
-    with np.errstate(under="ignore"):
-        return sigmoid32(lo) * s_lo - _ABS_PROD, sigmoid32(hi) * s_hi + _ABS_PROD
+    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds ``lo <= v <= hi``.
+
+    Computed as ``s / (1 + exp(-v))`` in place (a few float32 ulps from ``sigmoid32(v) * s``, far inside
+    the ``_REL_PROD`` factor folded into ``s_lo`` / ``s_hi``)."""
+    out = []
+    with np.errstate(over="ignore", under="ignore"):
+        for v, s, pad in ((lo, s_lo, -_ABS_PROD), (hi, s_hi, _ABS_PROD)):
+            t = np.negative(v)
+            np.exp(t, out=t)
+            t += np.float32(1)
+            np.divide(s, t, out=t)
+            t += pad
+            out.append(t)
+    return out[0], out[1]
 
 
 def _refine(
@@ -336,8 +347,12 @@ def _refine(
     cq = pq[strong][i]
     low, upp = _products(*src.bounds(child, cb, cq), s_lo[cq], s_hi[cq])
     best = np.maximum.reduceat(low, _starts(cb))  # every child has its parent's strong pairs
-    if not strong.all():
-        weak = ~strong
+    weak = ~strong
+    if weak.any():
+        # a weak pair can survive in some child only if it reaches the smallest child's best lower bound
+        child_start = np.flatnonzero(np.diff(parent, prepend=-1))
+        weak &= pu >= np.minimum.reduceat(best, child_start)[pb]
+    if weak.any():
         wb, i = _inherit(blk.n, pb[weak], parent)
         alive = pu[weak][i] >= best[wb]
         wb, wq = wb[alive], pq[weak][i][alive]
@@ -402,7 +417,7 @@ def merge_fast(
     ucy, ucx = np.nonzero(~decided)
     blk = _cell_blocks(py, px, ucy, ucx)
     pb, pq = np.nonzero(cand[ucy, ucx])
-    pu = upp[ucy[pb], ucx[pb], pq]
+    pu = upp.reshape(-1)[(blk.cy[pb] * px.run_start.size + blk.cx[pb]) * k + pq]
     while pb.size:
         small = blk.npix <= EXACT_PIXELS
         if small.any():
@@ -421,10 +436,14 @@ def merge_fast(
     original_area = np.zeros(k, dtype=np.int64)
     need = np.flatnonzero(mask_area > small_area)
     if need.size:
-        pos = lo[:, :, need] > _SIGN_MARGIN
-        cell_npix = py.run_len[:, None] * px.run_len[None, :]
-        original_area[need] = np.einsum("yx,yxq->q", cell_npix, pos.astype(np.int64))
-        scy, scx, sj = np.nonzero(~pos & (hi[:, :, need] >= -_SIGN_MARGIN))
+        lo_n = np.take(lo, need, axis=2)
+        pos = lo_n > _SIGN_MARGIN
+        # pixels of whole positive cells: sum_y sum_x ylen * xlen * pos, as two small products (exact)
+        per_col = py.run_len.astype(np.float64) @ pos.reshape(pos.shape[0], -1)
+        original_area[need] = np.rint(px.run_len.astype(np.float64) @ per_col.reshape(pos.shape[1], -1))
+        unsure = np.take(hi, need, axis=2) >= -_SIGN_MARGIN
+        unsure &= ~pos
+        scy, scx, sj = np.nonzero(unsure)
         blk, pq = _cell_blocks(py, px, scy, scx), need[sj]
         while pq.size:
             small = blk.npix <= EXACT_PIXELS
