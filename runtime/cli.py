@@ -1,0 +1,323 @@
+"""``maskconver-segment MODEL SOURCE``: panoptic segmentation of an image, folder, video, URL or camera.
+
+Examples::
+
+    maskconver-segment model.tflite photo.jpg --save out/            # overlay PNG(s) into out/
+    maskconver-segment model.tflite clip.mp4 --save overlay.mp4 --json clip.json
+    maskconver-segment model.tflite 0 --show                         # camera 0 in a window (q quits)
+
+Each frame prints a line with its segments and the pre / inference / post split. Overlays carry the
+category colours and names plus FPS and latency text. Every output file is written to a temporary file
+and renamed when complete. Exit status: 0 on success, 2 on bad input (message on stderr), 130 on Ctrl-C
+(outputs written so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+WINDOW = "maskconver"
+
+
+class CliError(Exception):
+    """Bad input: printed as ``maskconver-segment: error: <message>``, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="maskconver-segment",
+        description="Panoptic segmentation with a maskconver .tflite/.onnx model on an image, image folder, "
+        "video file, stream URL or camera index.",
+    )
+    p.add_argument("model", help="maskconver .tflite or .onnx model file")
+    p.add_argument(
+        "source", help="image file, image folder, video file, stream URL (rtsp://...) or camera index"
+    )
+    p.add_argument(
+        "--show", action="store_true", help="show the overlay in a window (needs a display); q quits"
+    )
+    p.add_argument(
+        "--save",
+        metavar="OUT",
+        help="write overlays: a video file (.mp4 with the mp4v codec, .avi, ...) or a folder for PNG frames",
+    )
+    p.add_argument("--json", metavar="OUT", help="write per-frame segments and timings as JSON")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="inference threads (default: up to 4)"
+    )
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument(
+        "--vid-stride", type=int, default=1, metavar="K", help="use every K-th frame of the source"
+    )
+    p.add_argument(
+        "--drop-stale",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep only the newest frame when the model is slower than the source (default: on for cameras "
+        "and URLs, off for files)",
+    )
+    p.add_argument(
+        "--backend", choices=("litert", "onnx"), default=None, help="default: by model file suffix"
+    )
+    p.add_argument(
+        "--delegate",
+        default=None,
+        help="LiteRT delegate: xnnpack (default), cpu, gpu, nnapi, a delegate .so path, or a comma-separated "
+        "fallback chain such as gpu,xnnpack",
+    )
+    p.add_argument(
+        "--canvas",
+        action="store_true",
+        help="output the 640x640 reference canvas instead of the input resolution",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no per-frame lines")
+    return p
+
+
+def check_display() -> None:
+    """Raise CliError unless ``cv2.imshow`` can open a window here."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise CliError(
+            "--show needs a display, but neither DISPLAY nor WAYLAND_DISPLAY is set; use --save instead"
+        )
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error as e:
+        raise CliError(
+            "--show needs OpenCV with GUI support (this one is headless: pip install opencv-python instead of "
+            f"opencv-python-headless), or use --save ({str(e).strip().splitlines()[-1]})"
+        ) from e
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("threads", "max_frames"):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == "threads" else 0):
+            raise CliError(
+                f"--{name.replace('_', '-')} must be {'>= 1' if name == 'threads' else '>= 0'}, got {v}"
+            )
+    if args.vid_stride < 1:
+        raise CliError(f"--vid-stride must be >= 1, got {args.vid_stride}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if not Path(args.model).is_file():
+        raise CliError(f"model file {args.model} does not exist; pass the .tflite or .onnx file")
+    if args.save:
+        out = Path(args.save)
+        if out.suffix.lower() in VIDEO_SUFFIXES:
+            if not out.parent.is_dir():
+                raise CliError(f"folder {out.parent} for --save {out} does not exist; create it first")
+        elif out.exists() and not out.is_dir():
+            raise CliError(
+                f"--save {out} is an existing file without a video suffix; pass a folder for PNGs or a "
+                f"{'/'.join(VIDEO_SUFFIXES)} file"
+            )
+    if args.json:
+        jp = Path(args.json)
+        if not jp.parent.is_dir():
+            raise CliError(f"folder {jp.parent} for --json {jp} does not exist; create it first")
+        if jp.is_dir():
+            raise CliError(f"--json {jp} is a folder; pass a file name such as {jp / 'results.json'}")
+
+
+class VideoSink:
+    """Overlay frames -> a video written to a temporary file and renamed by :meth:`finish`."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        self.fps = fps if fps > 0 else 30.0
+        self.writer: cv2.VideoWriter | None = None
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        h, w = rgb.shape[:2]
+        if self.writer is None:
+            fourcc = "mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise CliError(f"OpenCV cannot write {self.path.suffix} video ({fourcc}); try --save out.avi")
+            self.size = (w, h)
+        elif (w, h) != self.size:  # image folders may mix sizes: pad/crop to the first frame's size
+            rgb = _fit(rgb, self.size)
+        self.writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+        self.frames += 1
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.frames:
+            os.replace(self.tmp, self.path)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Letterbox ``rgb`` into ``size = (w, h)`` (for mixed-size frames going into one video)."""
+    from maskconver.runtime.preprocess import letterbox
+
+    canvas, _, _ = letterbox(rgb, (size[1], size[0]), (0, 0, 0))
+    return canvas
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from maskconver.runtime.result import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskconver.runtime.model_info import ModelFileError
+    from maskconver.runtime.overlay import draw_banner
+    from maskconver.runtime.result import write_png_atomic
+    from maskconver.runtime.segmenter import DelegateError, Segmenter
+    from maskconver.runtime.streams import SourceError
+
+    _check_args(args)
+    if args.show:
+        check_display()
+    delegate = args.delegate.split(",") if args.delegate and "," in args.delegate else args.delegate
+    try:
+        seg = Segmenter(
+            args.model,
+            backend=args.backend,
+            num_threads=args.threads,
+            delegate=delegate,
+            output="canvas" if args.canvas else "original",
+        )
+    except (ModelFileError, DelegateError, ValueError) as e:
+        raise CliError(str(e)) from e
+    for note in seg.delegate_notes:
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        frames = seg.stream(
+            args.source, drop_stale=args.drop_stale, vid_stride=args.vid_stride, max_frames=args.max_frames
+        )
+    except (SourceError, ValueError) as e:
+        raise CliError(str(e)) from e
+
+    print(f"{seg!r} on {frames.source_name}", file=sys.stderr)
+    video: VideoSink | None = None
+    png_dir: Path | None = None
+    if args.save:
+        out = Path(args.save)
+        if out.suffix.lower() in VIDEO_SUFFIXES:
+            video = VideoSink(out, (frames.fps or 30.0) / frames.vid_stride)
+        else:
+            png_dir = out
+            png_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    count, fps, last_t, t_start = 0, 0.0, None, time.monotonic()
+    status = 0
+    try:
+        for index, ts, _frame, result in frames:
+            now = time.monotonic()
+            if last_t is not None:
+                inst = 1.0 / max(now - last_t, 1e-6)
+                fps = inst if fps == 0.0 else 0.9 * fps + 0.1 * inst
+            last_t = now
+            count += 1
+            for k in totals:
+                totals[k] += result.speed[k]
+            if not args.quiet:
+                print(f"frame {index}: {result.summary()}", flush=True)
+            if args.json:
+                records.append({"frame_index": index, "timestamp_ms": round(ts, 3), **result.to_dict()})
+            if video is None and png_dir is None and not args.show:
+                continue
+            over = result.plot(alpha=args.alpha)
+            sp = result.speed
+            latency = sp["preprocess"] + sp["inference"] + sp["postprocess"]
+            draw_banner(
+                over,
+                [
+                    f"{fps:.1f} FPS" if fps else "FPS --",
+                    f"{latency:.1f} ms (pre {sp['preprocess']:.1f} / inf {sp['inference']:.1f} / "
+                    f"post {sp['postprocess']:.1f})",
+                ],
+            )
+            if video is not None:
+                video.write(over)
+            if png_dir is not None:
+                write_png_atomic(png_dir / f"frame_{index:06d}.png", over)
+            if args.show:
+                cv2.imshow(WINDOW, over[:, :, ::-1])
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+    except KeyboardInterrupt:
+        status = 130
+        print("interrupted; keeping the outputs written so far", file=sys.stderr)
+    except SourceError as e:
+        frames.close()
+        if video is not None:
+            video.finish()
+        raise CliError(str(e)) from e
+    except BaseException:
+        frames.close()
+        if video is not None:
+            video.abort()
+        raise
+    finally:
+        frames.close()
+        if args.show:
+            cv2.destroyAllWindows()
+    if video is not None:
+        video.finish()
+    elapsed = time.monotonic() - t_start
+    mean = {k: (v / count if count else 0.0) for k, v in totals.items()}
+    summary = {
+        "model": seg.config,
+        "source": frames.source_name,
+        "frames": count,
+        "dropped_frames": frames.dropped,
+        "wall_time_s": round(elapsed, 3),
+        "fps": round(count / elapsed, 2) if elapsed > 0 else None,
+        "mean_speed_ms": {k: round(v, 3) for k, v in mean.items()},
+    }
+    if args.json:
+        _write_json(Path(args.json), {"summary": summary, "frames": records})
+    print(
+        f"{count} frames in {elapsed:.2f} s ({summary['fps']} FPS); mean ms: pre {mean['preprocess']:.1f}, "
+        f"inference {mean['inference']:.1f}, post {mean['postprocess']:.1f}"
+        + (f"; {frames.dropped} stale frames dropped" if frames.dropped else ""),
+        file=sys.stderr,
+    )
+    if args.save:
+        print(f"saved {args.save}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except CliError as e:
+        print(f"maskconver-segment: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
