@@ -236,6 +236,8 @@ class _OnnxRunner:
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # ORT's pool otherwise busy-waits after each run, stealing the cores the NumPy decoding needs next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]

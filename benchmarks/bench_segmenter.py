@@ -1,0 +1,83 @@
+"""End-to-end speed of ``Segmenter.segment`` (preprocess / inference / postprocess) on the host.
+
+Run under pytest-benchmark::
+
+    MASKCONVER_BENCH_MODEL=path/to/model.tflite \\
+        /work/venv/bin/pytest benchmarks/bench_segmenter.py --benchmark-only
+
+Models: ``$MASKCONVER_BENCH_MODEL`` (a ``.tflite`` or ``.onnx``; comma-separate several), else the
+``models/demo`` model files if present, else the tiny designed "red square" test model (which measures
+the API's fixed overhead, not a network). The image is a 640x480 blocky random picture; each case records
+the median per-stage split of its rounds in ``extra_info`` (``preprocess_ms``, ``inference_ms``,
+``postprocess_ms``), so the JSON report shows where the time goes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model_paths(tmp_root: Path) -> list[Path]:
+    env = os.environ.get("MASKCONVER_BENCH_MODEL")
+    if env:
+        return [Path(p) for p in env.split(",") if p]
+    demo = sorted((REPO / "models" / "demo").glob("*.tflite")) + sorted(
+        (REPO / "models" / "demo").glob("*.onnx")
+    )
+    if demo:
+        return demo
+    sys.path.insert(0, str(REPO / "tests"))
+    import runtime_test_models as rtm
+
+    built = rtm.build_test_models(tmp_root / "red_square_models")
+    return [built["int8"], built["onnx"]]
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.repeat(np.repeat(small, 16, 0), 16, 1))  # 480x640, blocky
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> list[Path]:
+    paths = _model_paths(tmp_path_factory.getbasetemp())
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        pytest.skip(f"model files not found: {missing}")
+    return paths
+
+
+@pytest.mark.parametrize("output", ["original", "canvas"])
+@pytest.mark.parametrize("which", range(4))
+def test_segment(benchmark, models, image, which, output):
+    from maskconver.runtime.segmenter import Segmenter
+
+    if which >= len(models):
+        pytest.skip("fewer models than cases")
+    seg = Segmenter(models[which], num_threads=int(os.environ.get("MASKCONVER_BENCH_THREADS", "2")))
+    seg.segment(image, output=output)  # warm-up
+    stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+
+    def run():
+        r = seg.segment(image, output=output)
+        for k in stages:
+            stages[k].append(r.speed[k])
+        return r
+
+    result = benchmark.pedantic(run, rounds=10, iterations=1)
+    benchmark.extra_info.update(
+        model=models[which].name,
+        backend=seg.backend,
+        threads=seg.num_threads,
+        segments=len(result.segments),
+        **{f"{k}_ms": round(float(np.median(v)), 3) for k, v in stages.items()},
+    )
