@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -304,6 +305,8 @@ class Segmenter:
         self.num_threads = num_threads or default_threads()
         runner_cls = _LiteRTRunner if self.backend == "litert" else _OnnxRunner
         self._runner = runner_cls(path, self.num_threads, delegate)
+        self._delegate, self._notes = self._runner.delegate, list(self._runner.notes)
+        self._busy = threading.Lock()  # detects concurrent use (the interpreter is not thread-safe)
         self.output = output
         info = self.info
         self._thing_table = info.is_thing_table()
@@ -333,12 +336,12 @@ class Segmenter:
     @property
     def delegate(self) -> str:
         """The delegate in use (after any fallback)."""
-        return self._runner.delegate
+        return self._delegate
 
     @property
     def delegate_notes(self) -> list[str]:
         """Why requested delegates were skipped, in order (empty when the first choice loaded)."""
-        return list(self._runner.notes)
+        return list(self._notes)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -371,7 +374,21 @@ class Segmenter:
         self, model_input_tensor: np.ndarray
     ) -> dict[str, tuple[np.ndarray, tuple[float, float] | None]]:
         """Raw model run: ``[1, h, w, 3]`` input -> ``{output name: (array, (scale, zero_point) or None)}``."""
-        return self._runner.run(model_input_tensor)
+        return self._run(model_input_tensor)
+
+    def _run(self, x: np.ndarray) -> dict[str, tuple[np.ndarray, tuple[float, float] | None]]:
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("this Segmenter is closed; create a new one")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                "Segmenter used from two threads at once; its interpreter is not thread-safe: create one "
+                "Segmenter per thread"
+            )
+        try:
+            return runner.run(x)
+        finally:
+            self._busy.release()
 
     def segment(self, image: Any, color: str = "rgb", output: str | None = None) -> PanopticResult:
         """Panoptic segmentation of one image.
@@ -393,7 +410,7 @@ class Segmenter:
         canvas, _scale, valid = letterbox(rgb, tuple(info.input_size), tuple(info.pad_value))
         x = model_input(canvas, info)
         t1 = time.perf_counter()
-        outs = self._runner.run(x)
+        outs = self._run(x)
         t2 = time.perf_counter()
         dec = self._decode(outs, rgb.shape[:2], valid, mode)
         if mode == "original":

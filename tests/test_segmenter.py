@@ -343,3 +343,36 @@ def test_segmenter_bad_arguments(models, tmp_path):
     plain.write_bytes(convert_tflite(rtm.red_square_fn, rtm.INPUT_SIZE, "fp32"))
     with pytest.raises(ModelFileError, match="metadata"):
         Segmenter(plain)
+
+
+def test_closed_and_concurrent_use_are_explained(models):
+    import threading
+
+    from maskconver.runtime.segmenter import Segmenter
+
+    seg = Segmenter(models["fp32"], num_threads=1)
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    errors: list[Exception] = []
+    started, done = threading.Event(), threading.Event()
+
+    def hog():
+        with seg._busy:  # what a segment() running on another thread holds during inference
+            started.set()
+            done.wait(5.0)
+
+    t = threading.Thread(target=hog)
+    t.start()
+    started.wait(5.0)
+    try:
+        seg.segment(img)
+    except RuntimeError as e:
+        errors.append(e)
+    done.set()
+    t.join()
+    assert len(errors) == 1 and "one Segmenter per thread" in str(errors[0])
+    _check_square_result(seg.segment(img))  # usable again afterwards
+    with seg:
+        pass
+    assert seg.delegate == "xnnpack"
+    with pytest.raises(RuntimeError, match="closed"):
+        seg.segment(img)
