@@ -21,11 +21,11 @@ def float_onnx(fn: Callable, input_size: tuple[int, int]):
     h, w = input_size
     spec = [tf.TensorSpec([1, h, w, 3], tf.uint8, name="image")]
     proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=spec, opset=OPSET)
-    # tf2onnx names outputs after the graph tensors: rename to the contract's names (by dict order).
+    # tf2onnx names outputs after the graph tensors, in tf.nest order: a dict flattens by sorted key.
     old = [o.name for o in proto.graph.output]
     if len(old) != len(OUTPUT_NAMES):
         raise RuntimeError(f"unexpected ONNX outputs {old}")
-    mapping = dict(zip(old, OUTPUT_NAMES, strict=True))
+    mapping = dict(zip(old, sorted(OUTPUT_NAMES), strict=True))
     for node in proto.graph.node:
         node.output[:] = [mapping.get(o, o) for o in node.output]
     for o in proto.graph.output:

@@ -1,0 +1,154 @@
+"""The converter end to end on real models: real TFLite converter, LiteRT, ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from maskconver.converter.cli import main as convert_main
+from maskconver.converter.convert import ConvertOptions, convert
+from maskconver.models.architecture import build_model
+from maskconver.models.checkpoint import save_checkpoint
+from maskconver.models.config import get_config
+
+NAME = "maskconver_nano_128x128"
+
+
+@pytest.fixture(scope="module")
+def nano_ckpt(tmp_path_factory) -> Path:
+    model = build_model(get_config("nano"), seed=1)
+    # Non-trivial batch-norm statistics so folding is exercised.
+    rng = np.random.default_rng(1)
+    w = model.get_weights_dict()
+    for k in w:
+        if k.endswith("moving_variance"):
+            w[k] = rng.uniform(0.5, 1.5, w[k].shape).astype(np.float32)
+        elif k.endswith(("moving_mean", "beta")):
+            w[k] = rng.normal(0, 0.2, w[k].shape).astype(np.float32)
+    model.set_weights_dict(w)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "nano.npz")
+
+
+@pytest.fixture(scope="module")
+def int8_dir(nano_ckpt, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("int8")
+    report = convert(nano_ckpt, None, out, ConvertOptions(num_calibration=24, num_holdout=4, onnx=True, progress=False))
+    return out, report
+
+
+def test_int8_model_file_is_complete_and_delegate_friendly(int8_dir):
+    from maskconver.runtime.model_file import read_model_file
+
+    out, report = int8_dir
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{NAME}_int8.onnx", f"{NAME}_int8.tflite", "report.json", "report.md"]
+    mf = read_model_file(out / f"{NAME}_int8.tflite")
+    assert mf.info.config_name == "nano" and mf.info.input_size == (128, 128)
+    assert mf.info.conversion["quantization"] == "int8" and mf.info.conversion["calibration"]["num_images"] == 24
+    assert mf.inputs[0].dtype == "uint8"
+    assert mf.mask_head["class_embeddings"].shape == (mf.info.num_classes, 32)
+    d = report["delegates"]
+    assert d["xnnpack_partitions"] == 1 and d["ok"]
+    assert set(report["ops"]) <= {
+        "ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "PAD", "QUANTIZE", "RESIZE_BILINEAR",
+        "STRIDED_SLICE",
+    }
+    assert "TOPK_V2" not in report["ops"] and report["ops"]["DEPTHWISE_CONV_2D"] > 0
+    for k, v in report["agreement"].items():
+        assert v["cosine"] > 0.9, k
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["model"]["name"] == f"{NAME}_int8"
+    assert "SQNR" in (out / "report.md").read_text()
+
+
+def test_no_depthwise_above_25_taps_after_lowering(int8_dir):
+    from maskconver.runtime.tflite_flatbuffer import parse_tflite
+
+    out, _ = int8_dir
+    model = parse_tflite((out / f"{NAME}_int8.tflite").read_bytes())
+    sg = model.subgraphs[0]
+    taps = []
+    for op in sg.operators:
+        if op.op_name == "DEPTHWISE_CONV_2D":
+            shape = sg.tensors[op.inputs[1]].shape
+            taps.append(shape[1] * shape[2])
+    assert taps and max(taps) <= 25
+
+
+def test_lowering_is_exact_in_float(nano_ckpt):
+    import tensorflow as tf
+    from maskconver.converter.inference_graph import build_inference_fn
+    from maskconver.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(nano_ckpt)
+    img = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3)).astype(np.float32)
+    a = build_inference_fn(model, lower_depthwise=False)(tf.constant(img))
+    b = build_inference_fn(model, lower_depthwise=True)(tf.constant(img))
+    norm = (img - np.array([123.675, 116.28, 103.53], np.float32)) / np.array([58.395, 57.12, 57.375], np.float32)
+    ref = model.dense(norm, training=False)
+    for k in a:
+        scale = np.abs(ref[k].numpy()).max()
+        assert np.abs(a[k].numpy() - ref[k].numpy()).max() / scale < 1e-5
+        assert np.abs(b[k].numpy() - a[k].numpy()).max() / scale < 1e-6
+
+
+def test_onnx_int8_runs_in_onnxruntime(int8_dir):
+    import onnxruntime as ort
+    from maskconver.runtime.model_file import read_model_file
+
+    out, _ = int8_dir
+    path = out / f"{NAME}_int8.onnx"
+    mf = read_model_file(path)
+    assert mf.info.conversion["quantization"] == "int8"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(path)).graph.node)
+    img = np.random.default_rng(2).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": img}), strict=True))
+    assert outs["heatmap"].shape == (1, 16, 16, mf.info.num_classes)
+
+
+def test_fp32_onnx_matches_tflite(nano_ckpt, tmp_path):
+    # export_onnx itself raises if ONNX Runtime differs from the float TFLite model by more than 1e-4.
+    report = convert(nano_ckpt, None, tmp_path, ConvertOptions(quantization="fp32", onnx=True, progress=False))
+    assert f"{NAME}_fp32.onnx" in report["files"] and "agreement" not in report
+
+
+def test_cli_errors_leave_nothing_behind(nano_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert convert_main([str(tmp_path / "missing.npz"), "-o", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    mg = Path(__file__).resolve().parents[2] / "shared/fixtures/modelgarden/export_ckpt"
+    if mg.exists():
+        assert convert_main([str(mg), "--config", "nano", "-o", str(out)]) == 1
+        assert "does not fit this config" in capsys.readouterr().err
+    assert convert_main([str(nano_ckpt), "--config", "nope", "-o", str(out)]) == 1
+    assert "unknown config" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert convert_main([str(nano_ckpt), "--calibration", str(empty), "-o", str(out)]) == 1
+    assert "no images" in capsys.readouterr().err
+    assert not out.exists() or not any(p.suffix == ".tflite" for p in out.iterdir())
+    assert convert_main([str(nano_ckpt), "--input-size", "100", "-o", str(out)]) == 2
+
+
+def test_unwritable_output_is_a_clear_error(nano_ckpt, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert convert_main([str(nano_ckpt), "--fp32", "-o", str(blocker / "sub")]) == 1
+    assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_failed_conversion_keeps_the_previous_good_model(nano_ckpt, tmp_path, int8_dir, capsys):
+    good_dir, _ = int8_dir
+    out = tmp_path / "models"
+    out.mkdir()
+    good = out / f"{NAME}_int8.tflite"
+    good.write_bytes((good_dir / f"{NAME}_int8.tflite").read_bytes())
+    before = good.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert convert_main([str(nano_ckpt), "--int8", "--calibration", str(empty), "-o", str(out)]) == 1
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [good.name]
