@@ -110,6 +110,28 @@ def build_tflite(path: Path, mode: str = "fp32") -> Path:
     return path
 
 
+def build_float_input_tflite(path: Path) -> Path:
+    """The red-square model taking float32 ImageNet-normalised input (``input_dtype="float32"``)."""
+    import tensorflow as tf
+    from maskconver.converter.tflite_metadata import populate_metadata
+    from maskconver.runtime.model_info import MEAN_RGB, STD_RGB
+
+    def fn(image):
+        return red_square_fn(image * tf.constant(STD_RGB) + tf.constant(MEAN_RGB))
+
+    module = tf.Module()
+    module.serve = tf.function(
+        fn, input_signature=[tf.TensorSpec([1, *INPUT_SIZE, 3], tf.float32, name="image")]
+    )
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+    info = model_info(input_dtype="float32")
+    data = populate_metadata(conv.convert(), info, mask_head(), info.labels())
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
 def build_onnx(path: Path) -> Path:
     """Write the red-square model as a float maskconver ``.onnx``."""
     import tensorflow as tf
@@ -127,13 +149,14 @@ def build_onnx(path: Path) -> Path:
 
 
 def build_test_models(folder: Path) -> dict[str, Path]:
-    """Build (once per folder) and return ``{"fp32": .tflite, "int8": .tflite, "onnx": .onnx}``."""
+    """Build (once per folder) and return ``{"fp32", "int8", "float_input": .tflite, "onnx": .onnx}``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     folder.mkdir(parents=True, exist_ok=True)
     out = {
         "fp32": folder / "red_square_fp32.tflite",
         "int8": folder / "red_square_int8.tflite",
         "onnx": folder / "red_square.onnx",
+        "float_input": folder / "red_square_float_input.tflite",
     }
     if not out["fp32"].exists():
         build_tflite(out["fp32"], "fp32")
@@ -141,4 +164,6 @@ def build_test_models(folder: Path) -> dict[str, Path]:
         build_tflite(out["int8"], "int8")
     if not out["onnx"].exists():
         build_onnx(out["onnx"])
+    if not out["float_input"].exists():
+        build_float_input_tflite(out["float_input"])
     return out
