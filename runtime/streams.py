@@ -249,6 +249,8 @@ class FrameReader:
         except BaseException as e:  # handed to the consumer
             self._error = e
         finally:
+            # the capture thread owns the source: releasing it here never races a read in progress
+            self.source.close()
             self._finish()
 
     def _publish(self, frame: Frame) -> None:
@@ -295,12 +297,12 @@ class FrameReader:
         return frame
 
     def close(self) -> None:
-        """Stop the capture thread and release the source."""
+        """Stop the capture thread; it releases the source as it exits (a read blocked on a dead network
+        stream finishes in the background)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout=5.0)
-        self.source.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
