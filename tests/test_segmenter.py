@@ -377,3 +377,38 @@ def test_closed_and_concurrent_use_are_explained(models):
     assert seg.delegate == "xnnpack"
     with pytest.raises(RuntimeError, match="closed"):
         seg.segment(img)
+
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_demo_model_results_are_self_consistent(suffix):
+    """The shipped demo model (a real MaskConver network): whatever it predicts, the result's masks,
+    segments, ids and COCO encoding must agree with each other, in both output modes."""
+    from maskconver.runtime.segmenter import Segmenter
+
+    files = sorted(DEMO.glob(f"*{suffix}"))
+    if not files:
+        pytest.skip(f"no {suffix} demo model in {DEMO}")
+    seg = Segmenter(files[0], num_threads=2)
+    rng = np.random.default_rng(3)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8), 16, 0), 16, 1)  # 240x320
+    for mode, shape in (("original", (240, 320)), ("canvas", tuple(seg.info.canvas_size))):
+        r = seg.segment(img, output=mode)
+        assert r.shape == shape
+        ids = r.panoptic_ids()
+        assert sorted(np.unique(ids[ids > 0]).tolist()) == sorted(s.id for s in r.segments if s.area > 0)
+        for s in r.segments:
+            ys, xs = np.nonzero(ids == s.id)
+            assert s.area == len(ys)
+            assert s.bbox == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert (
+                s.name == seg.labels[s.category_id] and s.isthing == seg.info.is_thing_table()[s.category_id]
+            )
+            assert (s.instance_id > 0) == s.isthing
+            assert (r.category_mask[ids == s.id] == s.category_id).all()
+        assert ((ids == 0) == (r.category_mask == 0)).all()
+        rgb = r.to_coco_png().astype(np.int64)
+        assert np.array_equal(rgb[:, :, 0] + 256 * rgb[:, :, 1] + 65536 * rgb[:, :, 2], ids)
+        assert r.plot().shape == (*shape, 3)
