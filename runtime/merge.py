@@ -93,7 +93,8 @@ def merge_dense(
     rows_x = interpolate_x(np.ascontiguousarray(logits, dtype=np.float32), px)
     for start in range(0, hh, _ROW_CHUNK):
         stop = min(start + _ROW_CHUNK, hh)
-        p = sigmoid32(resize_rows(rows_x, py, start, stop))
+        p = resize_rows(rows_x, py, start, stop)
+        sigmoid32(p, out=p)
         winner[start:stop] = np.argmax(p * scores, axis=-1)
         original_area += np.count_nonzero(p > np.float32(0.5), axis=(0, 1))
     mask_area = np.bincount(winner.ravel(), minlength=k).astype(np.int64)
@@ -263,10 +264,15 @@ class _Canvas:
     def pixels(self, ys: np.ndarray, xs: np.ndarray, ok: np.ndarray, q: np.ndarray) -> None:
         """Per-pixel winners ``q [RY, RX, n]`` at padded pixels ``ys [RY, n]``, ``xs [RX, n]``."""
         self.winner[ys[:, None, :], xs[None, :, :]] = q.astype(self.winner.dtype)
-        qv = q[ok]
+        if ok.all():
+            qv = q.ravel()
+            yy = np.broadcast_to(ys[:, None, :], q.shape).ravel()
+            xx = np.broadcast_to(xs[None, :, :], q.shape).ravel()
+        else:
+            qv = q[ok]
+            yy = np.broadcast_to(ys[:, None, :], q.shape)[ok]
+            xx = np.broadcast_to(xs[None, :, :], q.shape)[ok]
         self.mask_area += np.bincount(qv, minlength=self.mask_area.size)
-        yy = np.broadcast_to(ys[:, None, :], q.shape)[ok]
-        xx = np.broadcast_to(xs[None, :, :], q.shape)[ok]
         self.add_boxes(qv, xx, yy, xx + 1, yy + 1)
 
 
@@ -275,7 +281,8 @@ def _exact_winners(
 ) -> None:
     """Pixel-by-pixel argmax over each block's candidate pairs (ascending proposal within a block)."""
     ys, xs, ok = _block_pixels(blk)
-    prod = sigmoid32(src.pixels(blk, pb, pq, ys, xs))
+    prod = src.pixels(blk, pb, pq, ys, xs)
+    sigmoid32(prod, out=prod)
     prod *= scores[pq]
     starts = _starts(pb)
     counts = np.diff(np.append(starts, pq.size))

@@ -44,11 +44,14 @@ class Proposals:
         return int(self.classes.shape[0])
 
 
-def sigmoid32(x: np.ndarray) -> np.ndarray:
-    """float32 ``1 / (1 + exp(-x))`` (the formula every path of the decoder uses)."""
+def sigmoid32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 ``1 / (1 + exp(-x))`` (the formula every path of the decoder uses; ``out`` may be ``x``)."""
     x = np.asarray(x, dtype=np.float32)
+    t = np.negative(x, out=out)
     with np.errstate(over="ignore"):
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+        np.exp(t, out=t)
+    t += np.float32(1.0)
+    return np.divide(np.float32(1.0), t, out=t)
 
 
 def dequantize(q: np.ndarray, quant: tuple[float, float]) -> np.ndarray:
