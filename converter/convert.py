@@ -210,7 +210,8 @@ def convert(
             "check": dele.to_dict(),
             "per_delegate": blocking,
             "perf_warnings": {
-                d: [str(f) for f in dele.perf_warnings(d)] + [str(f) for f in dele.unsupported(d) if f in io_ops]
+                d: [str(f) for f in dele.perf_warnings(d)]
+                + [str(f) for f in dele.unsupported(d) if f in io_ops]
                 for d in dele.delegates
             },
         }
@@ -273,9 +274,7 @@ def convert(
             from maskconver.converter.pq_gate import pq_float_vs_quantized
 
             t = time.perf_counter()
-            report["pq"] = pq_float_vs_quantized(
-                checkpoint, cfg, size, tfl_path, opts.val, tmp_dir, opts.progress
-            )
+            report["pq"] = pq_float_vs_quantized(checkpoint, cfg, size, tfl_path, opts.val, opts.progress)
             timing["pq"] = time.perf_counter() - t
             if opts.max_pq_drop is not None and report["pq"]["drop"] > opts.max_pq_drop:
                 raise ConversionError(

@@ -34,7 +34,9 @@ def nano_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def int8_dir(nano_ckpt, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("int8")
-    report = convert(nano_ckpt, None, out, ConvertOptions(num_calibration=24, num_holdout=4, onnx=True, progress=False))
+    report = convert(
+        nano_ckpt, None, out, ConvertOptions(num_calibration=24, num_holdout=4, onnx=True, progress=False)
+    )
     return out, report
 
 
@@ -46,13 +48,22 @@ def test_int8_model_file_is_complete_and_delegate_friendly(int8_dir):
     assert names == [f"{NAME}_int8.onnx", f"{NAME}_int8.tflite", "report.json", "report.md"]
     mf = read_model_file(out / f"{NAME}_int8.tflite")
     assert mf.info.config_name == "nano" and mf.info.input_size == (128, 128)
-    assert mf.info.conversion["quantization"] == "int8" and mf.info.conversion["calibration"]["num_images"] == 24
+    assert (
+        mf.info.conversion["quantization"] == "int8" and mf.info.conversion["calibration"]["num_images"] == 24
+    )
     assert mf.inputs[0].dtype == "uint8"
     assert mf.mask_head["class_embeddings"].shape == (mf.info.num_classes, 32)
     d = report["delegates"]
     assert d["xnnpack_partitions"] == 1 and d["ok"]
     assert set(report["ops"]) <= {
-        "ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "PAD", "QUANTIZE", "RESIZE_BILINEAR",
+        "ADD",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "MEAN",
+        "PAD",
+        "QUANTIZE",
+        "RESIZE_BILINEAR",
         "STRIDED_SLICE",
     }
     assert "TOPK_V2" not in report["ops"] and report["ops"]["DEPTHWISE_CONV_2D"] > 0
@@ -86,7 +97,9 @@ def test_lowering_is_exact_in_float(nano_ckpt):
     img = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3)).astype(np.float32)
     a = build_inference_fn(model, lower_depthwise=False)(tf.constant(img))
     b = build_inference_fn(model, lower_depthwise=True)(tf.constant(img))
-    norm = (img - np.array([123.675, 116.28, 103.53], np.float32)) / np.array([58.395, 57.12, 57.375], np.float32)
+    norm = (img - np.array([123.675, 116.28, 103.53], np.float32)) / np.array(
+        [58.395, 57.12, 57.375], np.float32
+    )
     ref = model.dense(norm, training=False)
     for k in a:
         scale = np.abs(ref[k].numpy()).max()
@@ -111,7 +124,9 @@ def test_onnx_int8_runs_in_onnxruntime(int8_dir):
 
 def test_fp32_onnx_matches_tflite(nano_ckpt, tmp_path):
     # export_onnx itself raises if ONNX Runtime differs from the float TFLite model by more than 1e-4.
-    report = convert(nano_ckpt, None, tmp_path, ConvertOptions(quantization="fp32", onnx=True, progress=False))
+    report = convert(
+        nano_ckpt, None, tmp_path, ConvertOptions(quantization="fp32", onnx=True, progress=False)
+    )
     assert f"{NAME}_fp32.onnx" in report["files"] and "agreement" not in report
 
 
@@ -152,3 +167,40 @@ def test_failed_conversion_keeps_the_previous_good_model(nano_ckpt, tmp_path, in
     assert convert_main([str(nano_ckpt), "--int8", "--calibration", str(empty), "-o", str(out)]) == 1
     assert good.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [good.name]
+
+
+def test_pq_gate_reports_and_fails_on_drop(nano_ckpt, tmp_path, capsys):
+    from maskconver.models.synthetic import generate_synthetic_dataset
+
+    val = tmp_path / "val"
+    generate_synthetic_dataset(val, 4, seed=77, image_size=(128, 128))
+    out = tmp_path / "out"
+    report = convert(
+        nano_ckpt,
+        None,
+        out,
+        ConvertOptions(num_calibration=8, num_holdout=2, val=str(val), progress=False),
+    )
+    pq = report["pq"]
+    assert set(pq) == {"float", "quantized", "drop"}
+    assert 0.0 <= pq["float"]["pq"] <= 100.0 and pq["drop"] == pytest.approx(
+        pq["float"]["pq"] - pq["quantized"]["pq"]
+    )
+    # A gate below any possible drop fails the command and writes nothing.
+    out2 = tmp_path / "out2"
+    code = convert_main(
+        [
+            str(nano_ckpt),
+            "--num-calibration",
+            "8",
+            "--val",
+            str(val),
+            "--max-pq-drop",
+            "-1",
+            "-o",
+            str(out2),
+            "-q",
+        ]
+    )
+    assert code == 1 and "more than --max-pq-drop" in capsys.readouterr().err
+    assert not any(p.suffix == ".tflite" for p in out2.iterdir())
