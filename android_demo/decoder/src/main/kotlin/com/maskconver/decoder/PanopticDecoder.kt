@@ -1,0 +1,625 @@
+package com.maskconver.decoder
+
+/**
+ * Result of [PanopticDecoder.decode] (pure data, the Python `PanopticDecoding`).
+ *
+ * Masks `[height * width]` row-major: [categoryMask] (0 = void), [instanceMask] (proposal rank + 1 for things,
+ * 0 for stuff and void). Segments (distinct (category, instance) pairs, category != 0, ordered by best
+ * proposal rank; stuff proposals of one category merge), N of them: [segmentCategory], [segmentInstance],
+ * [segmentScore] (best proposal score), [segmentArea] (pixels), [segmentBbox] `[N * 4]` as
+ * (x0, y0, x1, y1), x1/y1 exclusive. Valid proposals (score > object_mask_threshold), best first, K of them:
+ * [proposalClass], [proposalScore], [proposalY], [proposalX] (feature grid), [proposalArea] (pixels won),
+ * [proposalSegment] (segment id 1..N, 0 = dropped), [maskLogits] `[h * w * K]` (low resolution), and
+ * [winner] `[height * width]`: the proposal rank that won each pixel in the argmax (0 where K = 0).
+ */
+class PanopticResult(
+    val height: Int,
+    val width: Int,
+    val categoryMask: IntArray,
+    val instanceMask: IntArray,
+    val segmentCategory: IntArray,
+    val segmentInstance: IntArray,
+    val segmentScore: FloatArray,
+    val segmentArea: LongArray,
+    val segmentBbox: IntArray,
+    val proposalClass: IntArray,
+    val proposalScore: FloatArray,
+    val proposalY: IntArray,
+    val proposalX: IntArray,
+    val proposalArea: LongArray,
+    val proposalSegment: IntArray,
+    val maskLogits: FloatArray,
+    val winner: IntArray
+) {
+    val numSegments: Int get() = segmentCategory.size
+    val numProposals: Int get() = proposalClass.size
+}
+
+/**
+ * MaskConver post-processing, a port of the Python runtime's `decode_panoptic` (runtime/decode.py, peaks.py,
+ * merge.py, mask_resize.py) with the same float32 arithmetic:
+ *
+ * 1. Peaks: a location is a peak of class c if its heatmap value is >= every in-image 3x3 neighbour and no
+ *    earlier neighbour in raster order (up-left, up, up-right, left) holds the same value while being a window
+ *    maximum itself. Top-K over the flat index `(y*w + x)*C + c`: value descending, ties to the lower index.
+ *    Only proposals with `sigmoid(logit) > object_mask_threshold` are kept.
+ * 2. Mask embeddings: center embedding * class-embedding row -> Dense -> LayerNorm (eps 1e-6) -> ReLU -> Dense;
+ *    mask logits `[h, w, K]` = embeddings . mask features (int8 features: `scale * (q.E - zp * sum E)`).
+ * 3. Merge: bilinear half-pixel resize, `p = sigmoid`, per pixel winner `argmax p * score` (first on ties),
+ *    `mask_area` (pixels won), `original_area = count(p > 0.5)`; keep if `mask_area > small_area`,
+ *    `original_area > 0` and `mask_area > overlap * original_area`. Instance id = rank + 1 for things.
+ *
+ * The merge is computed per resize cell (all pixels of a cell interpolate the same four low-resolution logits):
+ * per proposal, bounds of `p * score` over the cell (corner min/max widened by a margin far above float32
+ * rounding) decide most cells outright; the others are evaluated pixel by pixel with the dense float32
+ * operations, only for the proposals that can still win. The result equals the dense computation.
+ *
+ * One decoder per thread: scratch buffers are reused across calls (the app decodes every frame).
+ */
+class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, private val settings: DecodeSettings) {
+    private val isThing = thingTable.copyOf()
+
+    init {
+        if (thingTable.size != head.numClasses) {
+            throw IllegalArgumentException("thing table has ${thingTable.size} entries for ${head.numClasses} classes")
+        }
+        if (settings.numProposals < 1) throw IllegalArgumentException("numProposals must be >= 1")
+    }
+
+    // scratch, grown on demand
+    private var keys = FloatArray(0)
+    private var heapV = FloatArray(0)
+    private var heapI = IntArray(0)
+    private var winner = IntArray(0)
+    private var row = FloatArray(0)
+
+    constructor(model: ModelFile) : this(model.maskHead, model.info.thingTable(), model.info.decodeSettings())
+
+    /**
+     * Decode one image's outputs.
+     *
+     * Reference mode ([validH] < 0): logits resized to `outputH x outputW` (the Python default is the 640x640
+     * canvas). Original-resolution mode: the model input (`inputH x inputW`, default `stride * (h, w)`) held the
+     * original `outputH x outputW` image resized to `validH x validW` at its top-left; logits are resized to
+     * `ceil(input * output / valid)` per axis and cropped to the output size.
+     */
+    fun decode(
+        heat: FeatureMap,
+        center: FeatureMap,
+        feats: FeatureMap,
+        outputH: Int = settings.canvasHeight,
+        outputW: Int = settings.canvasWidth,
+        validH: Int = -1,
+        validW: Int = -1,
+        inputH: Int = -1,
+        inputW: Int = -1
+    ): PanopticResult = decodeWith(heat, center, feats, outputH, outputW, validH, validW, inputH, inputW, null)
+
+    /** [decode], optionally on given mask logits `[h * w * K]` instead of its own (tests isolate the merge). */
+    internal fun decodeWith(
+        heat: FeatureMap,
+        center: FeatureMap,
+        feats: FeatureMap,
+        outputH: Int,
+        outputW: Int,
+        validH: Int,
+        validW: Int,
+        inputH: Int,
+        inputW: Int,
+        givenLogits: FloatArray?
+    ): PanopticResult {
+        val h = heat.h
+        val w = heat.w
+        if (center.h != h || center.w != w || feats.h != h || feats.w != w || center.c != feats.c) {
+            throw IllegalArgumentException(
+                "output shapes disagree: heatmap [${heat.h}, ${heat.w}, ${heat.c}], center_embeddings " +
+                    "[${center.h}, ${center.w}, ${center.c}], mask_features [${feats.h}, ${feats.w}, ${feats.c}]"
+            )
+        }
+        if (heat.c != head.numClasses || center.c != head.dim) {
+            throw IllegalArgumentException(
+                "model outputs have C=${heat.c}, D=${center.c} but the mask head has C=${head.numClasses}, D=${head.dim}"
+            )
+        }
+        val plans = outputPlans(h, w, outputH, outputW, validH, validW, inputH, inputW)
+        val py = plans.y
+        val px = plans.x
+        val canvasArea = plans.canvasArea
+        val smallArea = settings.smallAreaThreshold * canvasArea / (settings.canvasHeight.toDouble() * settings.canvasWidth)
+
+        val props = findProposals(heat)
+        val k = props.size
+        val logits = if (givenLogits != null) {
+            if (givenLogits.size != h * w * k) throw IllegalArgumentException("given logits are not [h * w * $k]")
+            givenLogits
+        } else maskLogits(feats, maskEmbeddings(center, props), k)
+        return merge(logits, h, w, props, py, px, smallArea)
+    }
+
+    /** Resize plans along y and x and the area of the resized canvas in output pixels. */
+    class OutputPlans(val y: AxisPlan, val x: AxisPlan, val canvasArea: Long)
+
+    /** The Python `output_plans`: how `h x w` logits map onto the `outputH x outputW` masks (see [decode]). */
+    fun outputPlans(h: Int, w: Int, outputH: Int, outputW: Int, validH: Int, validW: Int, inputH: Int, inputW: Int): OutputPlans {
+        val inH = if (inputH > 0) inputH else settings.stride * h
+        val inW = if (inputW > 0) inputW else settings.stride * w
+        if (validH < 0) return OutputPlans(AxisPlan(h, outputH), AxisPlan(w, outputW), outputH.toLong() * outputW)
+        if (validH < 1 || validH > inH || validW < 1 || validW > inW) {
+            throw IllegalArgumentException("valid size ${validH}x$validW must lie within the model input ${inH}x$inW")
+        }
+        val ch = ((inH.toLong() * outputH + validH - 1) / validH).toInt()  // ceil(input * output / valid)
+        val cw = ((inW.toLong() * outputW + validW - 1) / validW).toInt()
+        return OutputPlans(AxisPlan(h, ch, outputH), AxisPlan(w, cw, outputW), ch.toLong() * cw)
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // proposals
+
+    /** Valid proposals, best first: flat indices and dequantised logits / sigmoid scores. */
+    class Proposals(val index: IntArray, val logit: FloatArray, val score: FloatArray, val c: Int, val w: Int) {
+        val size: Int get() = index.size
+        fun cls(q: Int): Int = index[q] % c
+        fun y(q: Int): Int = index[q] / c / w
+        fun x(q: Int): Int = (index[q] / c) % w
+    }
+
+    private fun windowMax(key: FloatArray, idx: Int, y: Int, x: Int, h: Int, w: Int, c: Int): Boolean {
+        val v = key[idx]
+        for (dy in -1..1) {
+            val yy = y + dy
+            if (yy < 0 || yy >= h) continue
+            for (dx in -1..1) {
+                if (dy == 0 && dx == 0) continue
+                val xx = x + dx
+                if (xx < 0 || xx >= w) continue
+                if (!(key[idx + (dy * w + dx) * c] <= v)) return false
+            }
+        }
+        return true
+    }
+
+    private fun isPeak(key: FloatArray, idx: Int, h: Int, w: Int, c: Int): Boolean {
+        val pix = idx / c
+        val y = pix / w
+        val x = pix - y * w
+        if (!windowMax(key, idx, y, x, h, w, c)) return false
+        val v = key[idx]
+        // earlier neighbours in raster order: (-1,-1), (-1,0), (-1,1), (0,-1)
+        for (e in 0 until 4) {
+            val dy = if (e < 3) -1 else 0
+            val dx = if (e < 3) e - 1 else -1
+            val yy = y + dy
+            val xx = x + dx
+            if (yy < 0 || xx < 0 || xx >= w) continue
+            val nb = idx + (dy * w + dx) * c
+            if (key[nb] == v && windowMax(key, nb, yy, xx, h, w, c)) return false
+        }
+        return true
+    }
+
+    /** Heap order: true if (va, ia) ranks below (vb, ib) (lower value, or equal value and higher index). */
+    private fun worse(va: Float, ia: Int, vb: Float, ib: Int): Boolean = va < vb || (va == vb && ia > ib)
+
+    private fun siftDown(n: Int, start: Int) {
+        var i = start
+        while (true) {
+            val l = 2 * i + 1
+            if (l >= n) return
+            var m = l
+            if (l + 1 < n && worse(heapV[l + 1], heapI[l + 1], heapV[l], heapI[l])) m = l + 1
+            if (!worse(heapV[m], heapI[m], heapV[i], heapI[i])) return
+            val tv = heapV[i]; heapV[i] = heapV[m]; heapV[m] = tv
+            val ti = heapI[i]; heapI[i] = heapI[m]; heapI[m] = ti
+            i = m
+        }
+    }
+
+    /** Top-K heatmap peaks with `sigmoid(logit) > object_mask_threshold` (runtime/peaks.py `find_proposals`). */
+    fun findProposals(heat: FeatureMap): Proposals {
+        val h = heat.h
+        val w = heat.w
+        val c = heat.c
+        val n = h * w * c
+        val k = settings.numProposals
+        // comparison keys: the logits, or the integer codes (dequantisation is strictly increasing)
+        val key: FloatArray
+        val cut: Float
+        val t = logitThreshold(settings.objectMaskThreshold)
+        if (heat.floats != null) {
+            key = heat.floats
+            cut = if (t == Double.NEGATIVE_INFINITY) Float.NEGATIVE_INFINITY else t.toFloat()
+        } else {
+            if (keys.size < n) keys = FloatArray(n)
+            key = keys
+            for (i in 0 until n) key[i] = heat.code(i).toFloat()
+            cut = when {
+                t == Double.NEGATIVE_INFINITY -> Float.NEGATIVE_INFINITY
+                t == Double.POSITIVE_INFINITY -> Float.POSITIVE_INFINITY
+                else -> Math.ceil(heat.zeroPoint + t / heat.scale - 1e-6).toFloat()
+            }
+        }
+        if (heapV.size < k) {
+            heapV = FloatArray(k)
+            heapI = IntArray(k)
+        }
+        var size = 0
+        for (idx in 0 until n) {
+            val v = key[idx]
+            if (!(v >= cut)) continue
+            // scanning in ascending index order: an equal value ranks below everything already held
+            if (size == k && !(v > heapV[0])) continue
+            if (!isPeak(key, idx, h, w, c)) continue
+            if (size < k) {
+                // push: append and sift up
+                var i = size++
+                heapV[i] = v
+                heapI[i] = idx
+                while (i > 0) {
+                    val p = (i - 1) / 2
+                    if (!worse(heapV[i], heapI[i], heapV[p], heapI[p])) break
+                    val tv = heapV[i]; heapV[i] = heapV[p]; heapV[p] = tv
+                    val ti = heapI[i]; heapI[i] = heapI[p]; heapI[p] = ti
+                    i = p
+                }
+            } else {
+                heapV[0] = v
+                heapI[0] = idx
+                siftDown(size, 0)
+            }
+        }
+        // best first: value descending, ties to the lower flat index (insertion sort of <= K entries)
+        val order = IntArray(size) { it }
+        for (i in 1 until size) {
+            val cur = order[i]
+            var j = i - 1
+            while (j >= 0 && worse(heapV[order[j]], heapI[order[j]], heapV[cur], heapI[cur])) {
+                order[j + 1] = order[j]
+                j--
+            }
+            order[j + 1] = cur
+        }
+        val thr = settings.objectMaskThreshold.toFloat()
+        val idxs = IntArray(size)
+        val logit = FloatArray(size)
+        val score = FloatArray(size)
+        var m = 0
+        for (r in 0 until size) {
+            val idx = heapI[order[r]]
+            val l = heat.value(idx)
+            val s = sigmoid(l)
+            if (s > thr) {
+                idxs[m] = idx
+                logit[m] = l
+                score[m] = s
+                m++
+            }
+        }
+        return Proposals(idxs.copyOf(m), logit.copyOf(m), score.copyOf(m), c, w)
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // mask head
+
+    /** Mask embeddings `[K * D]`: MLP(center row * class-embedding row), MLP = Dense, LayerNorm, ReLU, Dense. */
+    fun maskEmbeddings(center: FeatureMap, props: Proposals): FloatArray {
+        val d = head.dim
+        val hid = head.hidden
+        val k = props.size
+        val out = FloatArray(k * d)
+        val x = FloatArray(d)
+        val a = FloatArray(hid)
+        for (q in 0 until k) {
+            val cls = maxOf(props.cls(q), 0)
+            val base = (props.index[q] / props.c) * d
+            for (i in 0 until d) x[i] = center.value(base + i) * head.classEmbeddings[cls * d + i]
+            java.util.Arrays.fill(a, 0f)
+            for (i in 0 until d) {
+                val xi = x[i]
+                val kb = i * hid
+                for (j in 0 until hid) a[j] += xi * head.dense0Kernel[kb + j]
+            }
+            var sum = 0.0
+            for (j in 0 until hid) {
+                a[j] += head.dense0Bias[j]
+                sum += a[j]
+            }
+            val mean = (sum / hid).toFloat()
+            var sq = 0.0
+            for (j in 0 until hid) {
+                val t = a[j] - mean
+                sq += (t * t).toDouble()
+            }
+            val varF = (sq / hid).toFloat()
+            val denom = Math.sqrt((varF + LAYER_NORM_EPSILON).toDouble()).toFloat()
+            for (j in 0 until hid) {
+                val t = (a[j] - mean) / denom * head.normGamma[j] + head.normBeta[j]
+                a[j] = if (t > 0f) t else 0f
+            }
+            val ob = q * d
+            for (j in 0 until hid) {
+                val aj = a[j]
+                if (aj == 0f) continue
+                val kb = j * d
+                for (i in 0 until d) out[ob + i] += aj * head.dense1Kernel[kb + i]
+            }
+            for (i in 0 until d) out[ob + i] += head.dense1Bias[i]
+        }
+        return out
+    }
+
+    /** Mask logits `[h * w * K]` = mask features `[h*w, D]` . embeddings `[K, D]`^T. */
+    fun maskLogits(feats: FeatureMap, emb: FloatArray, k: Int): FloatArray {
+        val d = feats.c
+        val hw = feats.h * feats.w
+        val out = FloatArray(hw * k)
+        if (k == 0) return out
+        if (row.size < d) row = FloatArray(d)
+        val r = row
+        val f = feats.floats
+        var colSum: FloatArray? = null
+        if (f == null) {
+            colSum = FloatArray(k)
+            for (q in 0 until k) {
+                var s = 0.0
+                for (i in 0 until d) s += emb[q * d + i]
+                colSum[q] = s.toFloat()
+            }
+        }
+        for (p in 0 until hw) {
+            val fb = p * d
+            if (f != null) System.arraycopy(f, fb, r, 0, d) else for (i in 0 until d) r[i] = feats.code(fb + i).toFloat()
+            val ob = p * k
+            for (q in 0 until k) {
+                val eb = q * d
+                var s0 = 0f
+                var s1 = 0f
+                var s2 = 0f
+                var s3 = 0f
+                var i = 0
+                while (i + 3 < d) {
+                    s0 += r[i] * emb[eb + i]
+                    s1 += r[i + 1] * emb[eb + i + 1]
+                    s2 += r[i + 2] * emb[eb + i + 2]
+                    s3 += r[i + 3] * emb[eb + i + 3]
+                    i += 4
+                }
+                while (i < d) {
+                    s0 += r[i] * emb[eb + i]
+                    i++
+                }
+                val dot = (s0 + s1) + (s2 + s3)
+                out[ob + q] = if (colSum == null) dot else (dot - feats.zeroPoint * colSum[q]) * feats.scale
+            }
+        }
+        return out
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // merge
+
+    private fun merge(
+        logits: FloatArray,
+        h: Int,
+        w: Int,
+        props: Proposals,
+        py: AxisPlan,
+        px: AxisPlan,
+        smallArea: Double
+    ): PanopticResult {
+        val k = props.size
+        val hh = py.n
+        val ww = px.n
+        val npix = hh * ww
+        if (winner.size < npix) winner = IntArray(npix)
+        val win = winner
+        if (k == 0) java.util.Arrays.fill(win, 0, npix, 0)
+        val maskArea = LongArray(k)
+        val origArea = LongArray(k)
+        val bx0 = IntArray(k) { ww }
+        val by0 = IntArray(k) { hh }
+        val bx1 = IntArray(k)
+        val by1 = IntArray(k)
+        val scores = props.score
+        if (k > 0) {
+            val sLo = FloatArray(k) { scores[it] * (1f - REL_PROD) }
+            val sHi = FloatArray(k) { scores[it] * (1f + REL_PROD) }
+            val ca = FloatArray(k)
+            val cb = FloatArray(k)
+            val cc = FloatArray(k)
+            val cd = FloatArray(k)
+            val upp = FloatArray(k)
+            val cand = IntArray(k)
+            for (ry in py.runStart.indices) {
+                val ys = py.runStart[ry]
+                val ye = ys + py.runLen[ry]
+                val r0 = py.i0[ys] * w
+                val r1 = py.i1[ys] * w
+                for (rx in px.runStart.indices) {
+                    val xs = px.runStart[rx]
+                    val xe = xs + px.runLen[rx]
+                    val a0 = (r0 + px.i0[xs]) * k
+                    val b0 = (r0 + px.i1[xs]) * k
+                    val c0 = (r1 + px.i0[xs]) * k
+                    val d0 = (r1 + px.i1[xs]) * k
+                    var maxLow = Float.NEGATIVE_INFINITY
+                    for (q in 0 until k) {
+                        val a = logits[a0 + q]
+                        val b = logits[b0 + q]
+                        val c = logits[c0 + q]
+                        val d = logits[d0 + q]
+                        ca[q] = a; cb[q] = b; cc[q] = c; cd[q] = d
+                        var lo = minOf(minOf(a, b), minOf(c, d))
+                        var hi = maxOf(maxOf(a, b), maxOf(c, d))
+                        val margin = maxOf(hi, -lo) * REL_LOGIT
+                        lo -= margin
+                        hi += margin
+                        val low = sigmoid(lo) * sLo[q] - ABS_PROD
+                        upp[q] = sigmoid(hi) * sHi[q] + ABS_PROD
+                        if (low > maxLow) maxLow = low
+                    }
+                    var nc = 0
+                    for (q in 0 until k) if (upp[q] >= maxLow) cand[nc++] = q
+                    if (nc == 1) {
+                        val q = cand[0]
+                        for (y in ys until ye) java.util.Arrays.fill(win, y * ww + xs, y * ww + xe, q)
+                        maskArea[q] += ((ye - ys) * (xe - xs)).toLong()
+                        if (xs < bx0[q]) bx0[q] = xs
+                        if (ys < by0[q]) by0[q] = ys
+                        if (xe > bx1[q]) bx1[q] = xe
+                        if (ye > by1[q]) by1[q] = ye
+                        continue
+                    }
+                    for (y in ys until ye) {
+                        val ly = py.lerp[y]
+                        for (x in xs until xe) {
+                            val lx = px.lerp[x]
+                            var best = -1
+                            var bestP = 0f
+                            for (j in 0 until nc) {
+                                val q = cand[j]
+                                val top = ca[q] + (cb[q] - ca[q]) * lx
+                                val bot = cc[q] + (cd[q] - cc[q]) * lx
+                                val p = sigmoid(top + (bot - top) * ly) * scores[q]
+                                if (best < 0 || p > bestP) {
+                                    best = q
+                                    bestP = p
+                                }
+                            }
+                            win[y * ww + x] = best
+                            maskArea[best]++
+                            if (x < bx0[best]) bx0[best] = x
+                            if (y < by0[best]) by0[best] = y
+                            if (x + 1 > bx1[best]) bx1[best] = x + 1
+                            if (y + 1 > by1[best]) by1[best] = y + 1
+                        }
+                    }
+                }
+            }
+            // original_area = count(p > 0.5), only where the area test passes
+            for (q in 0 until k) {
+                if (maskArea[q].toDouble() > smallArea) origArea[q] = positiveCount(logits, w, k, q, py, px)
+            }
+        }
+        // keep tests and segments
+        val kept = BooleanArray(k)
+        val catLut = IntArray(k)
+        val instLut = IntArray(k)
+        val segOf = IntArray(k)
+        val segKeys = ArrayList<Long>()
+        val segIndex = HashMap<Long, Int>()
+        for (q in 0 until k) {
+            val m = maskArea[q]
+            kept[q] = m.toDouble() > smallArea && origArea[q] > 0 && m.toDouble() > settings.overlapThreshold * origArea[q].toDouble()
+            if (!kept[q]) continue
+            val cls = props.cls(q)
+            catLut[q] = cls
+            instLut[q] = if (isThing[cls]) q + 1 else 0
+            val key = cls.toLong() * 1_000_000L + instLut[q]
+            var s = segIndex[key]
+            if (s == null) {
+                segKeys.add(key)
+                s = segKeys.size
+                segIndex[key] = s
+            }
+            segOf[q] = s
+        }
+        val ns = segKeys.size
+        val segCat = IntArray(ns)
+        val segInst = IntArray(ns)
+        val segScore = FloatArray(ns)
+        val segArea = LongArray(ns)
+        val segBox = IntArray(ns * 4)
+        val seen = BooleanArray(ns)
+        for (q in 0 until k) {
+            val s = segOf[q] - 1
+            if (s < 0) continue
+            segCat[s] = catLut[q]
+            segInst[s] = instLut[q]
+            segArea[s] += maskArea[q]
+            if (!seen[s]) {
+                seen[s] = true
+                segScore[s] = scores[q]
+                segBox[4 * s] = bx0[q]; segBox[4 * s + 1] = by0[q]; segBox[4 * s + 2] = bx1[q]; segBox[4 * s + 3] = by1[q]
+            } else {
+                if (scores[q] > segScore[s]) segScore[s] = scores[q]
+                segBox[4 * s] = minOf(segBox[4 * s], bx0[q])
+                segBox[4 * s + 1] = minOf(segBox[4 * s + 1], by0[q])
+                segBox[4 * s + 2] = maxOf(segBox[4 * s + 2], bx1[q])
+                segBox[4 * s + 3] = maxOf(segBox[4 * s + 3], by1[q])
+            }
+        }
+        val category = IntArray(npix)
+        val instance = IntArray(npix)
+        if (k > 0) {
+            for (i in 0 until npix) {
+                val q = win[i]
+                category[i] = catLut[q]
+                instance[i] = instLut[q]
+            }
+        }
+        val propArea = maskArea
+        return PanopticResult(
+            hh, ww, category, instance, segCat, segInst, segScore, segArea, segBox,
+            IntArray(k) { props.cls(it) }, scores, IntArray(k) { props.y(it) }, IntArray(k) { props.x(it) },
+            propArea, segOf, logits, win.copyOf(npix)
+        )
+    }
+
+    /** `count(sigmoid(resized logit of q) > 0.5)` over the output, cell by cell (sure cells counted whole). */
+    private fun positiveCount(logits: FloatArray, w: Int, k: Int, q: Int, py: AxisPlan, px: AxisPlan): Long {
+        var count = 0L
+        for (ry in py.runStart.indices) {
+            val ys = py.runStart[ry]
+            val ye = ys + py.runLen[ry]
+            val r0 = py.i0[ys] * w
+            val r1 = py.i1[ys] * w
+            for (rx in px.runStart.indices) {
+                val xs = px.runStart[rx]
+                val xe = xs + px.runLen[rx]
+                val a = logits[(r0 + px.i0[xs]) * k + q]
+                val b = logits[(r0 + px.i1[xs]) * k + q]
+                val c = logits[(r1 + px.i0[xs]) * k + q]
+                val d = logits[(r1 + px.i1[xs]) * k + q]
+                var lo = minOf(minOf(a, b), minOf(c, d))
+                var hi = maxOf(maxOf(a, b), maxOf(c, d))
+                val margin = maxOf(hi, -lo) * REL_LOGIT
+                lo -= margin
+                hi += margin
+                if (lo > SIGN_MARGIN) {
+                    count += ((ye - ys) * (xe - xs)).toLong()
+                } else if (hi >= -SIGN_MARGIN) {
+                    for (y in ys until ye) {
+                        val ly = py.lerp[y]
+                        for (x in xs until xe) {
+                            val lx = px.lerp[x]
+                            val top = a + (b - a) * lx
+                            val bot = c + (d - c) * lx
+                            if (sigmoid(top + (bot - top) * ly) > 0.5f) count++
+                        }
+                    }
+                }
+            }
+        }
+        return count
+    }
+
+    companion object {
+        const val LAYER_NORM_EPSILON = 1e-6f
+        // bound margins, as the Python merge: far above float32 rounding of interpolation, exp and product
+        private const val REL_LOGIT = 4e-6f
+        private const val REL_PROD = 1e-5f
+        private const val ABS_PROD = 1e-37f
+        private const val SIGN_MARGIN = 1e-3f
+
+        /** float32 `1 / (1 + exp(-x))`. */
+        fun sigmoid(x: Float): Float = 1f / (1f + Math.exp(-x.toDouble()).toFloat())
+
+        /** A value a little below `log(t / (1 - t))`: every logit whose float32 sigmoid exceeds t is above it. */
+        fun logitThreshold(t: Double): Double {
+            if (t <= 0.0) return Double.NEGATIVE_INFINITY
+            if (t >= 1.0) return Double.POSITIVE_INFINITY
+            val l = Math.log(t / (1.0 - t))
+            return l - 1e-3 * maxOf(1.0, Math.abs(l))
+        }
+    }
+}

@@ -1,0 +1,342 @@
+"""Export golden decoder cases for the Kotlin decoder tests (android_demo/decoder).
+
+Each case is a folder holding the inputs of :func:`maskconver.runtime.decode.decode_panoptic` and what the
+Python runtime returns for them:
+
+* ``inputs.npz``: ``heatmap``, ``center_embeddings``, ``mask_features`` ``[h, w, C|D]`` (float32, or int8 /
+  uint8 codes);
+* ``mask_head.npz``: the ``mask_head.npz`` arrays (float32);
+* ``case.json``: the decode arguments (output/valid/input size, thresholds, canvas, stride, thing ids, the
+  ``(scale, zero_point)`` of quantised inputs);
+* ``expected.npz`` (compressed): ``category_mask``, ``instance_mask`` ``[H, W]`` int32, the segment arrays
+  (``segment_category_ids``, ``segment_instance_ids``, ``segment_scores``, ``segment_areas``,
+  ``segment_bboxes``), the proposal arrays (``proposal_classes``, ``proposal_scores``, ``proposal_yx``,
+  ``proposal_areas``, ``proposal_segment``) and ``mask_logits`` ``[h, w, K]``.
+
+Cases:
+
+* ``small``: random float / int8 / uint8 cases built here (plateaus, original-resolution crops, no proposals,
+  K below the number of peaks); tiny, committed as test resources.
+* ``int8``: the Model Garden 256 golden outputs quantised to int8 (per tensor) with the export checkpoint's
+  mask head; about 1.5 MB, committed.
+* ``modelgarden``: the Model Garden 256 golden float outputs as they are (reference 640x640 canvas, and an
+  original-resolution crop); about 4 MB, written at test time only.
+
+The Model Garden cases need ``shared/fixtures/modelgarden`` (golden_256.npz and export_ckpt) and TensorFlow
+(to read the checkpoint).
+
+Usage: ``python android_demo/tools/export_golden.py OUT_DIR [--cases small,int8,modelgarden]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from maskconver.runtime.decode import PanopticDecoding, decode_panoptic, output_plans
+from maskconver.runtime.merge import merge_fast
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+MG = SHARED / "fixtures" / "modelgarden"
+ALL_CASES = ("small", "int8", "modelgarden")
+EXPECTED_KEYS = (
+    "category_mask",
+    "instance_mask",
+    "segment_category_ids",
+    "segment_instance_ids",
+    "segment_scores",
+    "segment_areas",
+    "segment_bboxes",
+    "proposal_classes",
+    "proposal_scores",
+    "proposal_yx",
+    "proposal_areas",
+    "proposal_segment",
+    "mask_logits",
+)
+OUTPUT_NAMES = ("heatmap", "center_embeddings", "mask_features")
+QUANT_ARGS = {"heatmap": "heatmap_quant", "center_embeddings": "center_quant", "mask_features": "mask_quant"}
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], compressed: bool) -> None:
+    """Write ``arrays`` to ``path`` (``.npz``) through a temp file and a rename."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    os.replace(tmp, path)
+
+
+def write_case(
+    folder: Path,
+    outputs: dict[str, np.ndarray],
+    mask_head: dict[str, np.ndarray],
+    quant: dict[str, tuple[float, float]],
+    args: dict[str, Any],
+) -> PanopticDecoding:
+    """Run ``decode_panoptic`` on one case and write inputs, settings and expected outputs into ``folder``.
+
+    ``outputs``: the three model outputs ``[h, w, C|D]``; ``quant``: ``(scale, zero_point)`` per quantised
+    output; ``args``: the other ``decode_panoptic`` keyword arguments (JSON-serialisable).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(args)
+    for name, q in quant.items():
+        kwargs[QUANT_ARGS[name]] = q
+    dec = decode_panoptic(
+        outputs["heatmap"][None],
+        outputs["center_embeddings"][None],
+        outputs["mask_features"][None],
+        mask_head,
+        method="fast",
+        **kwargs,
+    )
+    _write_npz(folder / "inputs.npz", {k: np.ascontiguousarray(outputs[k]) for k in OUTPUT_NAMES}, False)
+    _write_npz(folder / "mask_head.npz", {k: np.asarray(v, np.float32) for k, v in mask_head.items()}, False)
+    expected = {k: np.ascontiguousarray(getattr(dec, k)) for k in EXPECTED_KEYS}
+    for k in ("category_mask", "instance_mask"):
+        expected[k] = expected[k].astype(np.int32)
+    expected["winner"] = winner_map(dec, outputs["heatmap"].shape[:2], args)
+    _write_npz(folder / "expected.npz", expected, True)
+    meta = {
+        "args": args,
+        "quant": {k: [float(v[0]), float(v[1])] for k, v in quant.items()},
+        "num_segments": dec.num_segments,
+        "num_proposals_valid": len(dec.proposal_classes),
+    }
+    tmp = folder / "case.json.part"
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, folder / "case.json")
+    return dec
+
+
+def winner_map(dec: PanopticDecoding, feature_size: tuple[int, int], args: dict[str, Any]) -> np.ndarray:
+    """Winning proposal rank per output pixel ``[H, W]`` int32 (the merge's argmax, which the masks show only
+    through category / instance), from the decoding's own mask logits and scores."""
+    canvas = tuple(args.get("canvas_size", (640, 640)))
+    output = tuple(args.get("output_size") or canvas)
+    stride = int(args.get("stride", 8))
+    input_size = tuple(args.get("input_size") or (stride * feature_size[0], stride * feature_size[1]))
+    valid = args.get("valid_size")
+    py, px, area = output_plans(feature_size, output, tuple(valid) if valid else None, input_size)
+    small = float(args.get("small_area_threshold", 256.0)) * area / float(canvas[0] * canvas[1])
+    if len(dec.proposal_scores) == 0:
+        return np.zeros(output, np.int32)
+    merge = merge_fast(
+        dec.mask_logits, dec.proposal_scores, py, px, small, float(args.get("overlap_threshold", 0.7))
+    )
+    np.testing.assert_array_equal(merge.mask_area, dec.proposal_areas)
+    return merge.winner.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def random_mask_head(rng: np.random.Generator, c: int, d: int, hidden: int) -> dict[str, np.ndarray]:
+    """Random float32 mask head with C classes, embedding D and MLP width ``hidden``."""
+
+    def n(*shape: int, s: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * s).astype(np.float32)
+
+    return {
+        "class_embeddings": n(c, d),
+        "mlp_dense0_kernel": n(d, hidden, s=1.0 / np.sqrt(d)),
+        "mlp_dense0_bias": n(hidden, s=0.1),
+        "mlp_norm_gamma": (1.0 + n(hidden, s=0.1)).astype(np.float32),
+        "mlp_norm_beta": n(hidden, s=0.1),
+        "mlp_dense1_kernel": n(hidden, d, s=1.0 / np.sqrt(hidden)),
+        "mlp_dense1_bias": n(d, s=0.1),
+    }
+
+
+def blob_mask_head(rng: np.random.Generator, c: int, d: int, offset: float) -> dict[str, np.ndarray]:
+    """A random mask head that keeps masks local: class embeddings near 1, MLP kernels near the identity, and
+    ``-offset`` added to every mask logit through channel 0 (features carry 1 there). With mask features equal
+    to the center embeddings, a proposal's mask is the region whose features resemble its center's."""
+    head = random_mask_head(rng, c, d, d)
+    head["class_embeddings"] = (1 + 0.2 * rng.standard_normal((c, d))).astype(np.float32)
+    head["mlp_dense0_kernel"] = (np.eye(d) + 0.1 * rng.standard_normal((d, d))).astype(np.float32)
+    head["mlp_dense1_kernel"] = (np.eye(d) + 0.1 * rng.standard_normal((d, d))).astype(np.float32)
+    head["mlp_dense1_kernel"][:, 0] = 0
+    head["mlp_dense1_bias"][0] = -offset
+    return head
+
+
+def smooth_field(rng: np.random.Generator, h: int, w: int, ch: int, scale: float) -> np.ndarray:
+    """Spatially smooth random ``[h, w, ch]`` float32 (a 3x3 box blur twice), so peaks and blobs form."""
+    x = rng.standard_normal((h, w, ch)).astype(np.float32)
+    for _ in range(2):
+        p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        x = sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / np.float32(9)
+    return (x * np.float32(scale)).astype(np.float32)
+
+
+def quantize(x: np.ndarray, dtype: type) -> tuple[np.ndarray, tuple[float, float]]:
+    """Per-tensor affine quantisation of float ``x`` to int8/uint8 codes -> ``(codes, (scale, zero_point))``."""
+    info = np.iinfo(dtype)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = float(np.float32((hi - lo) / (info.max - info.min)))
+    zero_point = int(np.clip(round(info.min - lo / scale), info.min, info.max))
+    codes = np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
+    return codes, (scale, float(zero_point))
+
+
+def small_cases(out: Path, log: Callable[[str], None]) -> None:
+    """Random cases on small grids (see module doc)."""
+    rng = np.random.default_rng(20261124)
+    c, d = 9, 8
+    head = blob_mask_head(rng, c, d, 4.0)
+    things = [1, 2, 3, 4]
+
+    def outputs(h: int, w: int, heat_scale: float, heat_bias: float) -> dict[str, np.ndarray]:
+        feats = smooth_field(rng, h, w, d, 8.0)
+        feats[..., 0] = 1
+        return {
+            "heatmap": (smooth_field(rng, h, w, c, heat_scale) + np.float32(heat_bias)).astype(np.float32),
+            "center_embeddings": (feats + np.float32(0.3) * smooth_field(rng, h, w, d, 1.0)).astype(
+                np.float32
+            ),
+            "mask_features": feats,
+        }
+
+    base = {
+        "thing_ids": things,
+        "num_proposals": 12,
+        "object_mask_threshold": 0.01,
+        "overlap_threshold": 0.7,
+        "small_area_threshold": 40.0,
+        "canvas_size": [160, 160],
+        "stride": 8,
+    }
+    # 1. float, reference mode (canvas output)
+    o = outputs(12, 16, 6.0, -1.0)
+    dec = write_case(out / "rand_float_reference", o, head, {}, {**base, "output_size": [96, 128]})
+    log(f"rand_float_reference: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # 2. float, original-resolution mode (crop), input 64x96 holding a 50x70 image as 40x56
+    o = outputs(8, 12, 6.0, -1.0)
+    args = {**base, "output_size": [50, 70], "valid_size": [40, 56], "input_size": [64, 96]}
+    dec = write_case(out / "rand_float_valid", o, head, {}, args)
+    log(f"rand_float_valid: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # 3. int8 heatmap with few distinct codes (plateaus), uint8 centers, int8 features; K = 5
+    o = outputs(10, 10, 4.0, 0.0)
+    heat, hq = quantize(np.round(o["heatmap"] * 2) / 2, np.int8)
+    cen, cq = quantize(o["center_embeddings"], np.uint8)
+    feat, fq = quantize(o["mask_features"], np.int8)
+    q_out = {"heatmap": heat, "center_embeddings": cen, "mask_features": feat}
+    quant = {"heatmap": hq, "center_embeddings": cq, "mask_features": fq}
+    args = {**base, "num_proposals": 5, "output_size": [80, 80]}
+    dec = write_case(out / "rand_int8_plateaus", q_out, head, quant, args)
+    log(f"rand_int8_plateaus: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # 4. flat int8 heatmap: every location ties with its neighbours (the raster tie-break decides)
+    flat = np.full((6, 7, c), 20, np.int8)
+    flat[:, :, 5] = 40
+    flat[2:4, 3:5, 2] = 60
+    q_out = {"heatmap": flat, "center_embeddings": cen[:6, :7], "mask_features": feat[:6, :7]}
+    quant = {"heatmap": (0.1, -10.0), "center_embeddings": cq, "mask_features": fq}
+    args = {**base, "output_size": [48, 56], "small_area_threshold": 10.0}
+    dec = write_case(out / "rand_int8_flat", q_out, head, quant, args)
+    log(f"rand_int8_flat: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # 5. no proposal above the threshold
+    o = outputs(6, 6, 1.0, -9.0)
+    dec = write_case(out / "rand_empty", o, head, {}, {**base, "output_size": [48, 48]})
+    log(f"rand_empty: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+
+
+def modelgarden_head() -> dict[str, np.ndarray]:
+    """The mask-head arrays read from the Model Garden export checkpoint (as tests/test_decode.py)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(MG / "export_ckpt" / "ckpt-1"))
+
+    def var(name: str) -> np.ndarray:
+        return reader.get_tensor(f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+    return {
+        "class_embeddings": var("class_embeddings/embeddings"),
+        "mlp_dense0_kernel": var("mlp/dense/0/kernel"),
+        "mlp_dense0_bias": var("mlp/dense/0/bias"),
+        "mlp_norm_gamma": var("mlp/norms/0/gamma"),
+        "mlp_norm_beta": var("mlp/norms/0/beta"),
+        "mlp_dense1_kernel": var("mlp/dense/1/kernel"),
+        "mlp_dense1_bias": var("mlp/dense/1/bias"),
+    }
+
+
+def modelgarden_outputs() -> dict[str, np.ndarray]:
+    g = np.load(MG / "golden_256.npz")
+    return {
+        "heatmap": g["class_heatmaps"][0],
+        "center_embeddings": g["center_embeddings"][0],
+        "mask_features": g["mask_features"][0],
+    }
+
+
+def modelgarden_cases(out: Path, which: set[str], log: Callable[[str], None]) -> None:
+    if not (MG / "golden_256.npz").exists() or not (MG / "export_ckpt" / "ckpt-1.index").exists():
+        raise FileNotFoundError(f"Model Garden fixtures (golden_256.npz, export_ckpt) not found under {MG}")
+    head = modelgarden_head()
+    o = modelgarden_outputs()
+    if "modelgarden" in which:
+        dec = write_case(out / "mg256_reference", o, head, {}, {})
+        log(f"mg256_reference: {dec.num_segments} segments")
+        args = {"output_size": [300, 400], "valid_size": [192, 256], "input_size": [256, 256]}
+        dec = write_case(out / "mg256_valid", o, head, {}, args)
+        log(f"mg256_valid: {dec.num_segments} segments")
+    if "int8" in which:
+        q_out, quant = {}, {}
+        for k in OUTPUT_NAMES:
+            q_out[k], quant[k] = quantize(o[k], np.int8)
+        dec = write_case(out / "mg256_int8", q_out, head, quant, {})
+        log(f"mg256_int8: {dec.num_segments} segments")
+
+
+def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], None] = print) -> list[str]:
+    """Write the chosen case groups under ``out`` (each case folder replaced atomically); returns case names."""
+    unknown = set(cases) - set(ALL_CASES)
+    if unknown:
+        raise ValueError(f"unknown case groups {sorted(unknown)}; choose from {ALL_CASES}")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        if "small" in cases:
+            small_cases(tmp, log)
+        if {"int8", "modelgarden"} & set(cases):
+            modelgarden_cases(tmp, set(cases), log)
+        names = sorted(p.name for p in tmp.iterdir() if p.is_dir())
+        for name in names:
+            dest = out / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp / name, dest)
+        return names
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="folder to write the case folders into")
+    ap.add_argument("--cases", default="small", help=f"comma-separated groups of {ALL_CASES} (default small)")
+    ns = ap.parse_args(argv)
+    cases = tuple(c.strip() for c in ns.cases.split(",") if c.strip())
+    try:
+        names = export(ns.out, cases)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(names)} cases to {ns.out}: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

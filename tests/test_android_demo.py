@@ -1,0 +1,195 @@
+"""The Android demo's Kotlin decoder (android_demo/decoder) against the Python runtime's decode_panoptic.
+
+The exporter (android_demo/tools/export_golden.py) writes golden cases from the Python runtime; the Kotlin
+decoder is built with kotlinc and run on them by android_demo/decoder/run_tests.sh, which writes its results
+back as .npz. Here both sides are compared in NumPy: the merge on Python's mask logits must be identical,
+and end to end (Kotlin's own float32 mask head, whose summation order differs from NumPy's BLAS) the segment
+list must be the same and any pixel whose winner differs must be a near-tie in Python's own logits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from maskconver.runtime.decode import output_plans
+from maskconver.runtime.peaks import sigmoid32
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "android_demo"
+RUN_TESTS = DEMO / "decoder" / "run_tests.sh"
+COMMITTED = DEMO / "decoder" / "src" / "test" / "resources" / "golden"
+MG = REPO.parent / "shared" / "fixtures" / "modelgarden"
+JSON_JAR = Path("/usr/share/java/com.android.json.jar")
+EXACT_KEYS = (
+    "category_mask",
+    "instance_mask",
+    "winner",
+    "segment_category_ids",
+    "segment_instance_ids",
+    "segment_areas",
+    "segment_bboxes",
+    "proposal_classes",
+    "proposal_yx",
+    "proposal_areas",
+    "proposal_segment",
+)
+
+
+def _exporter():
+    spec = importlib.util.spec_from_file_location("export_golden", DEMO / "tools" / "export_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _have_modelgarden() -> bool:
+    return (MG / "golden_256.npz").exists() and (MG / "export_ckpt" / "ckpt-1.index").exists()
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> Path:
+    """All golden cases exported afresh (the Model Garden ones only where shared/ fixtures exist)."""
+    out = tmp_path_factory.mktemp("golden")
+    groups = ("small", "int8", "modelgarden") if _have_modelgarden() else ("small",)
+    _exporter().export(out, groups, log=lambda msg: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kotlin_results(cases, tmp_path_factory) -> tuple[Path, str]:
+    """Build and run the Kotlin decoder tests on every case; returns (results folder, runner output)."""
+    if shutil.which("kotlinc") is None or shutil.which("kotlin") is None:
+        pytest.skip(
+            "kotlinc not installed (Debian: apt-get install -y kotlin); the Kotlin decoder was not run"
+        )
+    if not JSON_JAR.exists():
+        pytest.skip(f"org.json jar not found at {JSON_JAR} (Debian: apt-get install -y libandroid-json-java)")
+    out = tmp_path_factory.mktemp("kotlin")
+    proc = subprocess.run(
+        ["bash", str(RUN_TESTS), "--out", str(out), str(cases)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"run_tests.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    return out, proc.stdout
+
+
+def _case_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if (p / "case.json").is_file())
+
+
+def test_exporter_writes_complete_cases(cases):
+    names = _case_names(cases)
+    assert {
+        "rand_float_reference",
+        "rand_float_valid",
+        "rand_int8_plateaus",
+        "rand_int8_flat",
+        "rand_empty",
+    } <= set(names)
+    for name in names:
+        exp = np.load(cases / name / "expected.npz")
+        inp = np.load(cases / name / "inputs.npz")
+        h, w = inp["heatmap"].shape[:2]
+        k = exp["proposal_classes"].shape[0]
+        assert exp["mask_logits"].shape == (h, w, k)
+        assert exp["winner"].shape == exp["category_mask"].shape
+        # the winner map agrees with the masks: a kept thing proposal's pixels carry instance rank + 1
+        kept_thing = exp["segment_instance_ids"][exp["segment_instance_ids"] > 0]
+        for inst in kept_thing:
+            assert np.array_equal(exp["instance_mask"] == inst, exp["winner"] == inst - 1)
+    empty = np.load(cases / "rand_empty" / "expected.npz")
+    assert empty["proposal_classes"].size == 0 and not empty["category_mask"].any()
+    # the small cases exercise segments of both kinds, crops, ties and int8 inputs
+    ref = np.load(cases / "rand_float_reference" / "expected.npz")
+    assert ref["segment_category_ids"].size >= 2
+    flat = np.load(cases / "rand_int8_flat" / "expected.npz")
+    assert flat["proposal_classes"].size > 0
+
+
+def test_committed_resources_match_the_python_runtime(cases):
+    """The goldens committed with the Kotlin sources are what the current Python runtime returns."""
+    if not COMMITTED.exists():
+        pytest.skip(f"no committed goldens at {COMMITTED}")
+    names = [n for n in _case_names(COMMITTED) if (cases / n).exists()]
+    assert names, "no committed case was re-exported"
+    for name in names:
+        old = np.load(COMMITTED / name / "expected.npz")
+        new = np.load(cases / name / "expected.npz")
+        for key in new.files:
+            np.testing.assert_array_equal(
+                old[key], new[key], err_msg=f"{name}/{key}: re-run export_golden.py"
+            )
+        for f in ("inputs.npz", "mask_head.npz"):
+            a, b = np.load(COMMITTED / name / f), np.load(cases / name / f)
+            for key in b.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}/{f}/{key}")
+
+
+def _near_tie_gap(exp, case_json: dict, y: int, x: int) -> float:
+    """Best minus second-best ``sigmoid(logit) * score`` at output pixel (y, x) from Python's logits."""
+    logits = exp["mask_logits"]
+    args = case_json["args"]
+    h, w = logits.shape[:2]
+    canvas = tuple(args.get("canvas_size", (640, 640)))
+    stride = int(args.get("stride", 8))
+    valid = args.get("valid_size")
+    py, px, _ = output_plans(
+        (h, w),
+        tuple(args.get("output_size") or canvas),
+        tuple(valid) if valid else None,
+        tuple(args.get("input_size") or (stride * h, stride * w)),
+    )
+    a, b = logits[py.i0[y], px.i0[x]], logits[py.i0[y], px.i1[x]]
+    c, d = logits[py.i1[y], px.i0[x]], logits[py.i1[y], px.i1[x]]
+    top = a + (b - a) * px.lerp[x]
+    bot = c + (d - c) * px.lerp[x]
+    prod = np.sort(sigmoid32(top + (bot - top) * py.lerp[y]) * exp["proposal_scores"])
+    return float(prod[-1] - prod[-2])
+
+
+def test_kotlin_decoder_equals_python(cases, kotlin_results):
+    out, log = kotlin_results
+    assert "0 failed" in log.splitlines()[-1], log[-3000:]
+    import json
+
+    for name in _case_names(cases):
+        exp = np.load(cases / name / "expected.npz")
+        meta = json.loads((cases / name / "case.json").read_text())
+        # 1. the merge on Python's own mask logits: identical, every array
+        merged = np.load(out / f"{name}.merge.npz")
+        for key in EXACT_KEYS:
+            np.testing.assert_array_equal(merged[key], exp[key], err_msg=f"{name}: merge {key}")
+        np.testing.assert_allclose(merged["segment_scores"], exp["segment_scores"], rtol=3e-7)
+        # 2. end to end: same proposals and segments; differing pixels only at near-ties
+        got = np.load(out / f"{name}.npz")
+        for key in (
+            "proposal_classes",
+            "proposal_yx",
+            "proposal_segment",
+            "segment_category_ids",
+            "segment_instance_ids",
+        ):
+            np.testing.assert_array_equal(got[key], exp[key], err_msg=f"{name}: {key}")
+        np.testing.assert_allclose(got["proposal_scores"], exp["proposal_scores"], rtol=3e-7)
+        diff = np.argwhere(got["winner"] != exp["winner"])
+        assert len(diff) <= max(2, exp["winner"].size // 10_000), f"{name}: {len(diff)} pixels differ"
+        err = float(np.abs(exp["mask_logits"]).max(initial=1.0)) * 1e-5
+        for y, x in diff:
+            assert _near_tie_gap(exp, meta, int(y), int(x)) <= err, f"{name}: pixel ({y}, {x}) is no near-tie"
+        np.testing.assert_allclose(got["segment_areas"], exp["segment_areas"], atol=len(diff))
+
+
+def test_kotlin_runner_covers_model_garden_cases(cases, kotlin_results):
+    if not _have_modelgarden():
+        pytest.skip(f"Model Garden fixtures not found under {MG}")
+    _, log = kotlin_results
+    for name in ("mg256_reference", "mg256_valid", "mg256_int8"):
+        assert f"PASS {name}: merge on Python's mask logits" in log
+        assert f"PASS {name}: end to end" in log
