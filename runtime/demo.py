@@ -1,0 +1,136 @@
+"""``maskconver-demo``: the whole SDK on the bundled demo model in one command.
+
+Converts the bundled demo checkpoint to int8 (checked against the float model on held-out images and by PQ on a
+validation split), segments sample images and writes overlays, benchmarks the int8 model on this host, and ends
+in a short summary of where everything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "demo" / "maskconver_nano_demo.npz"
+VAL_SEED = 2024  # the held-out synthetic split (training uses seed 0)
+CALIB_SEED = 7
+
+
+def _say(msg: str) -> None:
+    print(f"[maskconver-demo] {msg}", file=sys.stderr, flush=True)
+
+
+def run_demo(out: Path, num_val: int = 100, num_calibration: int = 300, runs: int = 100, checkpoint: Path | None = None):
+    """Run the main job; returns the summary dict (also written to ``out/summary.json``)."""
+    import cv2
+
+    from maskconver.benchmarks.host import run_host
+    from maskconver.benchmarks.report import write_reports
+    from maskconver.converter.convert import ConvertOptions, convert
+    from maskconver.models.synthetic import generate_synthetic_dataset
+    from maskconver.runtime.segmenter import Segmenter
+
+    t0 = time.perf_counter()
+    checkpoint = Path(checkpoint or DEMO_CHECKPOINT)
+    if not checkpoint.exists():
+        raise FileNotFoundError(
+            f"demo checkpoint {checkpoint} is missing; reinstall maskconver from a full clone, or train one with "
+            "maskconver-train (see README)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    val, calib = data / "val", data / "calibration"
+    if not (val / "panoptic.json").exists():
+        _say(f"writing {num_val} held-out synthetic validation images (seed {VAL_SEED}) to {val}")
+        generate_synthetic_dataset(val, num_val, seed=VAL_SEED, image_size=(128, 128))
+    if not (calib / "panoptic.json").exists():
+        _say(f"writing {num_calibration} calibration images (seed {CALIB_SEED}) to {calib}")
+        generate_synthetic_dataset(calib, num_calibration + 16, seed=CALIB_SEED, image_size=(128, 128))
+
+    models = out / "model"
+    _say(f"converting {checkpoint.name} to int8 (+ ONNX), with the PQ gate on {num_val} validation images")
+    report = convert(
+        checkpoint, None, models,
+        ConvertOptions(quantization="int8", onnx=True, calibration=str(calib), num_calibration=num_calibration,
+                       val=str(val), max_pq_drop=5.0),
+    )
+    tflite = models / f"{report['model']['name']}.tflite"
+
+    _say("segmenting sample images")
+    overlays = out / "overlays"
+    overlays.mkdir(exist_ok=True)
+    seg = Segmenter(tflite)
+    samples = sorted((val / "images").iterdir())[:6]
+    for p in samples:
+        rgb = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        result = seg.segment(rgb)
+        big = cv2.resize(rgb, (rgb.shape[1] * 3, rgb.shape[0] * 3), interpolation=cv2.INTER_NEAREST)
+        big_result = seg.segment(big)
+        panel = cv2.hconcat([big, big_result.overlay(big)])
+        ok = cv2.imwrite(str(overlays / f"{p.stem}_overlay.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"cannot write overlays to {overlays}")
+        result.to_coco_png(overlays / f"{p.stem}_panoptic.png")
+    seg.close()
+
+    _say(f"benchmarking the int8 model on this host ({runs} runs)")
+    bench = run_host(tflite, runs=runs, warmup=10, images=str(val / "images"))
+    bench_dir = out / "bench"
+    written = write_reports(bench, json=bench_dir / "bench.json", markdown=bench_dir / "bench.md",
+                            plot=bench_dir / "bench.png")
+
+    stages = bench.get("stages", {})
+    summary = {
+        "model": str(tflite),
+        "model_bytes": tflite.stat().st_size,
+        "onnx": str(models / f"{report['model']['name']}.onnx"),
+        "pq_float": report["pq"]["float"]["pq"],
+        "pq_int8": report["pq"]["quantized"]["pq"],
+        "pq_drop": report["pq"]["drop"],
+        "sqnr_db": {k: v["sqnr_db"] for k, v in report.get("agreement", {}).items()},
+        "xnnpack_partitions": report["delegates"]["xnnpack_partitions"],
+        "latency_ms_p50": {k: v.get("p50") for k, v in stages.items()},
+        "overlays": str(overlays),
+        "reports": {"conversion": str(models / "report.md"), **{k: str(v) for k, v in written.items()}},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lat = s["latency_ms_p50"]
+    lines = [
+        "",
+        "maskconver demo: done in {:.0f} s".format(s["seconds"]),
+        f"  model         {s['model']} ({s['model_bytes'] / 1e6:.2f} MB, int8, {s['xnnpack_partitions']} XNNPACK partition)",
+        f"  PQ            float {s['pq_float']:.1f} -> int8 {s['pq_int8']:.1f} (drop {s['pq_drop']:.2f}) on the held-out split",
+        "  SQNR int8     " + ", ".join(f"{k} {v:.1f} dB" for k, v in s["sqnr_db"].items()),
+        "  latency p50   " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if v is not None) + " (host CPU)",
+        f"  overlays      {s['overlays']}/",
+        f"  reports       {s['reports']['conversion']}, {s['reports'].get('markdown')}, {s['reports'].get('plot')}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="maskconver-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="maskconver_demo", help="output folder (default ./maskconver_demo)")
+    p.add_argument("--num-val", type=int, default=100, help="validation images for the PQ gate")
+    p.add_argument("--num-calibration", type=int, default=300, help="calibration images")
+    p.add_argument("--runs", type=int, default=100, help="timed benchmark frames")
+    p.add_argument("--checkpoint", help="another maskconver .npz checkpoint (default: the bundled demo model)")
+    args = p.parse_args(argv)
+    try:
+        s = run_demo(Path(args.out), args.num_val, args.num_calibration, args.runs, args.checkpoint)
+    except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_summary(s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
