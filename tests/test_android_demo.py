@@ -47,6 +47,10 @@ def _exporter():
     return mod
 
 
+def _have_preprocess() -> bool:
+    return importlib.util.find_spec("maskconver.runtime.preprocess") is not None
+
+
 def _have_modelgarden() -> bool:
     return (MG / "golden_256.npz").exists() and (MG / "export_ckpt" / "ckpt-1.index").exists()
 
@@ -56,6 +60,8 @@ def cases(tmp_path_factory) -> Path:
     """All golden cases exported afresh (the Model Garden ones only where shared/ fixtures exist)."""
     out = tmp_path_factory.mktemp("golden")
     groups = ("small", "int8", "modelgarden") if _have_modelgarden() else ("small",)
+    if _have_preprocess():
+        groups += ("letterbox",)
     _exporter().export(out, groups, log=lambda msg: None)
     return out
 
@@ -193,3 +199,14 @@ def test_kotlin_runner_covers_model_garden_cases(cases, kotlin_results):
     for name in ("mg256_reference", "mg256_valid", "mg256_int8"):
         assert f"PASS {name}: merge on Python's mask logits" in log
         assert f"PASS {name}: end to end" in log
+
+
+def test_kotlin_letterbox_equals_opencv(cases, kotlin_results):
+    """The app's letterbox (Letterbox.kt) gives the Python runtime's canvas byte for byte (checked in Kotlin)."""
+    if not _have_preprocess():
+        pytest.skip("maskconver.runtime.preprocess is not available")
+    _, log = kotlin_results
+    names = sorted(p.stem for p in (cases / "letterbox").glob("*.npz"))
+    assert len(names) == 5
+    for name in names:
+        assert f"PASS letterbox {name}" in log, log[-3000:]

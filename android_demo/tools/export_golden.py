@@ -47,7 +47,15 @@ from maskconver.runtime.merge import merge_fast
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
-ALL_CASES = ("small", "int8", "modelgarden")
+ALL_CASES = ("small", "int8", "modelgarden", "letterbox")
+# (image height, width) -> model input (height, width): upscale, downscale, exact 2x, odd sizes, identity
+LETTERBOX_SHAPES = (
+    ((37, 53), (64, 64)),
+    ((480, 640), (256, 256)),
+    ((640, 480), (320, 320)),
+    ((333, 500), (256, 320)),
+    ((64, 48), (64, 64)),
+)
 EXPECTED_KEYS = (
     "category_mask",
     "instance_mask",
@@ -251,6 +259,31 @@ def small_cases(out: Path, log: Callable[[str], None]) -> None:
     log(f"rand_empty: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
 
 
+def letterbox_cases(out: Path, log: Callable[[str], None]) -> None:
+    """Random smooth images letterboxed by the Python runtime (OpenCV INTER_LINEAR), one ``.npz`` per case
+    in ``out/letterbox``: ``image`` uint8 ``[H, W, 3]``, ``size`` ``[2]``, ``canvas`` uint8 ``[h, w, 3]``,
+    ``scale`` float32, ``valid`` int32 ``[2]``."""
+    from maskconver.runtime.preprocess import letterbox
+
+    rng = np.random.default_rng(7)
+    folder = out / "letterbox"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (hw, size) in enumerate(LETTERBOX_SHAPES):
+        noise = rng.integers(0, 256, (hw[0] // 4 + 2, hw[1] // 4 + 2, 3)).astype(np.uint8)
+        image = np.ascontiguousarray(np.kron(noise, np.ones((4, 4, 1), np.uint8))[: hw[0], : hw[1]])
+        image[::7] = rng.integers(0, 256, image[::7].shape).astype(np.uint8)  # some sharp rows
+        canvas, scale, valid = letterbox(image, size)
+        arrays = {
+            "image": image,
+            "size": np.asarray(size, np.int32),
+            "canvas": canvas,
+            "scale": np.float32(scale),
+            "valid": np.asarray(valid, np.int32),
+        }
+        _write_npz(folder / f"letterbox_{i}_{hw[0]}x{hw[1]}_to_{size[0]}x{size[1]}.npz", arrays, True)
+    log(f"letterbox: {len(LETTERBOX_SHAPES)} cases")
+
+
 def modelgarden_head() -> dict[str, np.ndarray]:
     """The mask-head arrays read from the Model Garden export checkpoint (as tests/test_decode.py)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -312,6 +345,8 @@ def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], N
             small_cases(tmp, log)
         if {"int8", "modelgarden"} & set(cases):
             modelgarden_cases(tmp, set(cases), log)
+        if "letterbox" in cases:
+            letterbox_cases(tmp, log)
         names = sorted(p.name for p in tmp.iterdir() if p.is_dir())
         for name in names:
             dest = out / name

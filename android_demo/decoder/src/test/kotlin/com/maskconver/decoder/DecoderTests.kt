@@ -326,6 +326,36 @@ fun caseDirs(paths: List<String>): List<File> {
     return out
 }
 
+/** Letterbox cases (the .npz files in letterbox/ from the exporter): geometry exact, pixels compared with OpenCV's. */
+fun letterboxChecks(paths: List<String>) {
+    val files = paths.flatMap { p ->
+        val d = File(p, "letterbox")
+        d.listFiles()?.filter { it.name.endsWith(".npz") }?.sortedBy { it.name } ?: emptyList<File>()
+    }
+    for (f in files) {
+        Runner.check("letterbox ${f.name.removeSuffix(".npz")}") {
+            val a = Npz.read(f)
+            val img = a.getValue("image")
+            val size = a.getValue("size").ints()
+            val want = a.getValue("canvas").bytes()
+            val out = ByteArray(size[0] * size[1] * 3)
+            val g = Letterbox.apply(img.bytes(), img.shape[0], img.shape[1], size[0], size[1], out)
+            val valid = a.getValue("valid").ints()
+            require(g.validH == valid[0] && g.validW == valid[1]) { "valid ${g.validH}x${g.validW}, Python ${valid[0]}x${valid[1]}" }
+            require(g.scale == a.getValue("scale").floats()[0]) { "scale ${g.scale}" }
+            var differ = 0
+            var maxDiff = 0
+            for (i in want.indices) {
+                val d = Math.abs((want[i].toInt() and 0xFF) - (out[i].toInt() and 0xFF))
+                if (d != 0) differ++
+                if (d > maxDiff) maxDiff = d
+            }
+            println("     ${img.shape[0]}x${img.shape[1]} -> ${valid[0]}x${valid[1]} in ${size[0]}x${size[1]}: $differ of ${want.size} values differ from OpenCV (max $maxDiff)")
+            require(differ == 0) { "$differ values differ from OpenCV's (max difference $maxDiff)" }
+        }
+    }
+}
+
 fun main(args: Array<String>) {
     var outDir: File? = null
     val paths = ArrayList<String>()
@@ -338,6 +368,7 @@ fun main(args: Array<String>) {
     }
     outDir?.mkdirs()
     unitChecks()
+    letterboxChecks(paths)
     val cases = caseDirs(paths)
     if (paths.isNotEmpty() && cases.isEmpty()) {
         Runner.failed++
