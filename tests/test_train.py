@@ -30,6 +30,7 @@ from maskconver.models.train import (  # noqa: E402
     masks_from_slots,
     read_history,
     slot_bucket,
+    teacher_forced_logits,
     train,
 )
 from maskconver.models.train_cli import main as cli_main  # noqa: E402
@@ -208,3 +209,27 @@ def test_init_loads_every_matching_variable(reference_run, small_config):
     for k in loaded:
         np.testing.assert_array_equal(got[k], src[k])
     assert math.isclose(len(loaded) + len(skipped), len(got))
+
+
+def test_teacher_forced_logits_match_the_runtime_mask_head():
+    """Training gathers at GT centres exactly what the NumPy runtime computes for proposals there."""
+    from maskconver.runtime.decode import mask_embeddings, mask_logits
+
+    cfg = get_config("nano").with_input_size((64, 64))
+    model = build_model(cfg, seed=1)
+    rng = np.random.default_rng(0)
+    weights = model.variables_by_name()
+    for head in ("embedding_head", "per_pixel_embeddings_head"):  # fresh classifiers output ~1e-2
+        kernel = weights[f"{head}/_classifier/kernel"]
+        kernel.assign(rng.normal(0.0, 0.3, kernel.shape).astype(np.float32))
+    images = tf.constant(rng.normal(size=(2, 64, 64, 3)).astype(np.float32))
+    out = model.dense(images, training=True)  # batch statistics: O(1) features from a fresh model
+    yx = np.array([[[0, 0], [7, 3], [2, 5]], [[4, 4], [1, 6], [7, 7]]], np.int32)
+    classes = np.array([[1, 9, -1], [3, 3, 10]], np.int32)
+    got = teacher_forced_logits(model, out, tf.constant(yx), tf.constant(classes)).numpy()
+    head = model.mask_head_arrays()
+    for b in range(2):
+        centre = out["center_embeddings"].numpy()[b][yx[b, :, 0], yx[b, :, 1]]
+        want = mask_logits(out["mask_features"].numpy()[b], mask_embeddings(centre, classes[b], head))
+        assert np.abs(want).max() > 1.0  # a comparison of real magnitudes
+        np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-4)
