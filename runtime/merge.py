@@ -141,13 +141,15 @@ class _Source:
 
     def corners(self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, ...]:
         """``a, b, c, d`` float32 ``[n]`` = L[y0, x0], L[y0, x1], L[y1, x0], L[y1, x1] of pair's cell."""
-        cy, cx = blk.cy[pb], blk.cx[pb]
-        r0 = self.py.run_i0[cy] * self.w
-        r1 = self.py.run_i1[cy] * self.w
-        c0 = self.px.run_i0[cx]
-        c1 = self.px.run_i1[cx]
-        k, f = self.k, self.flat
-        return f[(r0 + c0) * k + pq], f[(r0 + c1) * k + pq], f[(r1 + c0) * k + pq], f[(r1 + c1) * k + pq]
+        k = self.k
+        r0 = self.py.run_i0[blk.cy]
+        c0 = self.px.run_i0[blk.cx]
+        base = ((r0 * self.w + c0) * k)[pb] + pq  # flat index of L[y0, x0, q]
+        dx = ((self.px.run_i1[blk.cx] - c0) * k)[pb]  # 0 or k
+        dy = ((self.py.run_i1[blk.cy] - r0) * (self.w * k))[pb]
+        f = self.flat
+        i10 = base + dy
+        return f[base], f[base + dx], f[i10], f[i10 + dx]
 
     def bounds(self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bounds ``lo, hi [n]`` of pair ``(pb, pq)``'s resized logits over its block: min / max at the
@@ -331,6 +333,14 @@ def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+def _interleave(x: np.ndarray, y: np.ndarray, at_x: np.ndarray, at_y: np.ndarray) -> np.ndarray:
+    """``x`` and ``y`` placed at positions ``at_x`` / ``at_y`` of one array of ``x.size + y.size``."""
+    out = np.empty(x.size + y.size, dtype=x.dtype)
+    out[at_x] = x
+    out[at_y] = y
+    return out
+
+
 def _refine(
     src: _Source,
     s_lo: np.ndarray,
@@ -365,11 +375,13 @@ def _refine(
         wb, wq = wb[alive], pq[weak][i][alive]
         if wb.size:
             wlow, wupp = _products(*src.bounds(child, wb, wq), s_lo[wq], s_hi[wq])
-            order = np.argsort(np.concatenate([cb, wb]) * k + np.concatenate([cq, wq]))
-            cb = np.concatenate([cb, wb])[order]
-            cq = np.concatenate([cq, wq])[order]
-            low = np.concatenate([low, wlow])[order]
-            upp = np.concatenate([upp, wupp])[order]
+            # merge the two (child, proposal)-sorted lists (disjoint keys) without sorting
+            ks, kw = cb * k + cq, wb * k + wq
+            at_s = np.arange(ks.size) + np.searchsorted(kw, ks)
+            at_w = np.arange(kw.size) + np.searchsorted(ks, kw)
+            cb, cq, low, upp = (
+                _interleave(x, y, at_s, at_w) for x, y in ((cb, wb), (cq, wq), (low, wlow), (upp, wupp))
+            )
             best = np.maximum.reduceat(low, _starts(cb))
     keep = upp >= best[cb]
     return child, cb[keep], cq[keep], upp[keep]
