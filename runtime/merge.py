@@ -40,7 +40,9 @@ _STRONG = np.float32(0.25)  # pairs within this factor of a block's best upper b
 @dataclass(frozen=True)
 class MergeResult:
     """``winner [H, W]`` (uint8, or int32 for K > 255) proposal rank per pixel; ``mask_area [K]`` int64;
-    ``original_area [K]`` int64 (only exact where ``mask_area > small_area``; 0 elsewhere);
+    ``original_area [K]`` int64: ``count(p > 0.5)`` for proposals with ``mask_area > small_area`` (0 for
+    the others); :func:`merge_fast` refines it only until the keep test is decided, so there it is a lower
+    bound that gives the same ``kept``;
     ``kept [K]`` bool; ``bbox [K, 4]`` int64 ``(x0, y0, x1, y1)`` exclusive ends, zeros if nothing won."""
 
     winner: np.ndarray
@@ -52,6 +54,15 @@ class MergeResult:
 
 def _keep(mask_area: np.ndarray, original_area: np.ndarray, small_area: float, overlap: float) -> np.ndarray:
     return (mask_area > small_area) & (original_area > 0) & (mask_area > overlap * original_area)
+
+
+def _keep_decided(
+    mask_area: np.ndarray, area_lo: np.ndarray, area_hi: np.ndarray, small_area: float, overlap: float
+) -> np.ndarray:
+    """Whether the keep test has one outcome for every original area in ``[area_lo, area_hi]`` (it holds
+    exactly for original areas in ``(0, mask_area / overlap)`` once ``mask_area > small_area``)."""
+    always_false = (mask_area <= small_area) | (area_hi == 0) | (mask_area <= overlap * area_lo)
+    return always_false | ((area_lo > 0) & (mask_area > overlap * area_hi))
 
 
 def winner_dtype(k: int) -> type:
@@ -98,7 +109,7 @@ def merge_dense(
         winner[start:stop] = np.argmax(p * scores, axis=-1)
         original_area += np.count_nonzero(p > np.float32(0.5), axis=(0, 1))
     mask_area = np.bincount(winner.ravel(), minlength=k).astype(np.int64)
-    original_area[mask_area <= small_area] = 0  # reported only where it matters (as merge_fast)
+    original_area[mask_area <= small_area] = 0  # reported only where it matters
     kept = _keep(mask_area, original_area, small_area, overlap)
     return MergeResult(winner, mask_area, original_area, kept, bbox_from_winner(winner, k))
 
@@ -302,12 +313,16 @@ def _exact_winners(
     canvas.pixels(ys, xs, ok, pq[first])
 
 
-def _exact_positive(src: _Source, blk: _Blocks, pq: np.ndarray, count: np.ndarray) -> None:
-    """Adds ``count(p > 0.5)`` over block i for proposal ``pq[i]``, pixel by pixel."""
+def _exact_positive(
+    src: _Source, blk: _Blocks, pq: np.ndarray, area_lo: np.ndarray, area_hi: np.ndarray
+) -> None:
+    """Resolves block i for proposal ``pq[i]`` pixel by pixel: its ``p > 0.5`` pixels go to ``area_lo``,
+    the others leave ``area_hi``."""
     ys, xs, ok = _block_pixels(blk)
     v = src.pixels(blk, np.arange(blk.n), pq, ys, xs)
-    above = np.count_nonzero((sigmoid32(v) > np.float32(0.5)) & ok, axis=(0, 1))
-    count += np.bincount(pq, weights=above, minlength=count.size).astype(np.int64)
+    above = np.count_nonzero((sigmoid32(v, out=v) > np.float32(0.5)) & ok, axis=(0, 1))
+    area_lo += np.bincount(pq, weights=above, minlength=area_lo.size).astype(np.int64)
+    area_hi -= np.bincount(pq, weights=blk.npix - above, minlength=area_hi.size).astype(np.int64)
 
 
 def _cell_blocks(py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray) -> _Blocks:
@@ -450,38 +465,46 @@ def merge_fast(
         canvas.fill(blk.take(done), pq[done[pb]])
         blk, pb, pq, pu = _drop_blocks(blk, done, pb, pq, pu)
 
-    # original_area = count(p > 0.5), only for proposals passing the area test. One block per pair here.
+    # original_area = count(p > 0.5) is needed only for proposals passing the area test, and only as
+    # precisely as the keep test needs: bounds [area_lo, area_hi] are narrowed (one block per pair) until
+    # the test is decided for every proposal.
     mask_area = canvas.mask_area
-    original_area = np.zeros(k, dtype=np.int64)
+    area_lo = np.zeros(k, dtype=np.int64)
+    area_hi = np.zeros(k, dtype=np.int64)
     need = np.flatnonzero(mask_area > small_area)
     if need.size:
-        lo_n = np.take(lo, need, axis=2)
-        pos = lo_n > _SIGN_MARGIN
-        # pixels of whole positive cells: sum_y sum_x ylen * xlen * pos, as two small products (exact)
-        per_col = py.run_len.astype(np.float64) @ pos.reshape(pos.shape[0], -1)
-        original_area[need] = np.rint(px.run_len.astype(np.float64) @ per_col.reshape(pos.shape[1], -1))
+        pos = np.take(lo, need, axis=2) > _SIGN_MARGIN
         unsure = np.take(hi, need, axis=2) >= -_SIGN_MARGIN
         unsure &= ~pos
+        ylen, xlen = py.run_len.astype(np.float64), px.run_len.astype(np.float64)
+        for arr, cells in ((area_lo, pos), (area_hi, unsure)):  # sum_y sum_x ylen * xlen * cells (exact)
+            per_col = ylen @ cells.reshape(cells.shape[0], -1)
+            arr[need] = np.rint(xlen @ per_col.reshape(cells.shape[1], -1))
+        area_hi += area_lo
         scy, scx, sj = np.nonzero(unsure)
         blk, pq = _cell_blocks(py, px, scy, scx), need[sj]
         while pq.size:
+            open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
+            sel = open_q[pq]
+            blk, pq = blk.take(sel), pq[sel]
             small = blk.npix <= EXACT_PIXELS
             if small.any():
-                _exact_positive(src, blk.take(small), pq[small], original_area)
+                _exact_positive(src, blk.take(small), pq[small], area_lo, area_hi)
                 blk, pq = blk.take(~small), pq[~small]
-                if not pq.size:
-                    break
+            if not pq.size:
+                break
             blk, parent = _quadrants(blk)
             pq = pq[parent]
-            pb = np.arange(blk.n)
-            blo, bhi = src.bounds(blk, pb, pq)
+            blo, bhi = src.bounds(blk, np.arange(blk.n), pq)
             pos = blo > _SIGN_MARGIN
-            original_area += np.bincount(pq[pos], weights=blk.npix[pos], minlength=k).astype(np.int64)
-            unsure = ~pos & (bhi >= -_SIGN_MARGIN)
+            neg = bhi < -_SIGN_MARGIN
+            area_lo += np.bincount(pq[pos], weights=blk.npix[pos], minlength=k).astype(np.int64)
+            area_hi -= np.bincount(pq[neg], weights=blk.npix[neg], minlength=k).astype(np.int64)
+            unsure = ~(pos | neg)
             blk, pq = blk.take(unsure), pq[unsure]
 
-    kept = _keep(mask_area, original_area, small_area, overlap)
+    kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
     bbox = np.zeros((k, 4), dtype=np.int64)
     has = mask_area > 0
     bbox[has] = canvas.box.T[has]
-    return MergeResult(canvas.winner, mask_area, original_area, kept, bbox)
+    return MergeResult(canvas.winner, mask_area, area_lo, kept, bbox)
