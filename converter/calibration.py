@@ -50,15 +50,15 @@ def load_canvases(
     files: list[Path], input_size: tuple[int, int], progress: str | None = None
 ) -> Iterator[np.ndarray]:
     """Read each file as RGB and letterbox it to ``input_size`` -> uint8 ``[H,W,3]`` canvases."""
-    import cv2
-    from maskconver.runtime.preprocess import letterbox
+    from maskconver.runtime.preprocess import letterbox, read_image
 
     n = len(files)
     for i, f in enumerate(files):
-        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise CalibrationError(f"cannot read image {f}; remove it or fix the file")
-        canvas = letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), input_size)[0]
+        try:
+            rgb = read_image(f)  # grey, RGBA and 16-bit files become RGB uint8 exactly as in the runtime
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"cannot read calibration image {f} ({e}); remove it or fix the file") from e
+        canvas = letterbox(rgb, input_size)[0]
         if progress:
             print(f"\r{progress} {i + 1}/{n}", end="" if i + 1 < n else "\n", file=sys.stderr, flush=True)
         yield canvas
