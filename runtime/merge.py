@@ -478,7 +478,8 @@ def merge_fast(
         unsure &= ~pos
         ylen, xlen = py.run_len.astype(np.float64), px.run_len.astype(np.float64)
         for arr, cells in ((area_lo, pos), (area_hi, unsure)):  # sum_y sum_x ylen * xlen * cells (exact)
-            per_col = ylen @ cells.reshape(cells.shape[0], -1)
+            cells64 = cells.reshape(cells.shape[0], -1).astype(np.float64)  # (BLAS, not a mixed-type loop)
+            per_col = ylen @ cells64
             arr[need] = np.rint(xlen @ per_col.reshape(cells.shape[1], -1))
         area_hi += area_lo
         scy, scx, sj = np.nonzero(unsure)
