@@ -51,6 +51,12 @@ def _have_preprocess() -> bool:
     return importlib.util.find_spec("maskconver.runtime.preprocess") is not None
 
 
+def _have_model_writer() -> bool:
+    return importlib.util.find_spec("maskconver.converter.tflite_metadata") is not None and (
+        importlib.util.find_spec("tensorflow") is not None
+    )
+
+
 def _have_modelgarden() -> bool:
     return (MG / "golden_256.npz").exists() and (MG / "export_ckpt" / "ckpt-1.index").exists()
 
@@ -62,6 +68,8 @@ def cases(tmp_path_factory) -> Path:
     groups = ("small", "int8", "modelgarden") if _have_modelgarden() else ("small",)
     if _have_preprocess():
         groups += ("letterbox",)
+    if _have_model_writer():
+        groups += ("model",)
     _exporter().export(out, groups, log=lambda msg: None)
     return out
 
@@ -207,6 +215,20 @@ def test_kotlin_letterbox_equals_opencv(cases, kotlin_results):
         pytest.skip("maskconver.runtime.preprocess is not available")
     _, log = kotlin_results
     names = sorted(p.stem for p in (cases / "letterbox").glob("*.npz"))
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         assert f"PASS letterbox {name}" in log, log[-3000:]
+
+
+def test_kotlin_reads_the_model_file_metadata(cases, kotlin_results):
+    """ModelFile.kt reads a real .tflite written by the converter's metadata writer as the Python reader does."""
+    if not _have_model_writer():
+        pytest.skip("the converter's TFLite metadata writer (or TensorFlow) is not available")
+    _, log = kotlin_results
+    assert (cases / "model" / "tiny.tflite").is_file()
+    for check in (
+        "model file: metadata, labels, colours and mask head as the Python reader sees them",
+        "model file: truncated, foreign and empty files give clear errors",
+        "model file: a decoder built from it decodes outputs of the model's shapes",
+    ):
+        assert f"PASS {check}" in log, log[-3000:]

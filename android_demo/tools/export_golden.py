@@ -47,13 +47,14 @@ from maskconver.runtime.merge import merge_fast
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
-ALL_CASES = ("small", "int8", "modelgarden", "letterbox")
+ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model")
 # (image height, width) -> model input (height, width): upscale, downscale, exact 2x, odd sizes, identity
 LETTERBOX_SHAPES = (
     ((37, 53), (64, 64)),
     ((480, 640), (256, 256)),
-    ((640, 480), (320, 320)),
-    ((333, 500), (256, 320)),
+    ((128, 96), (64, 64)),
+    ((150, 200), (64, 64)),
+    ((83, 125), (64, 80)),
     ((64, 48), (64, 64)),
 )
 EXPECTED_KEYS = (
@@ -269,9 +270,10 @@ def letterbox_cases(out: Path, log: Callable[[str], None]) -> None:
     folder = out / "letterbox"
     folder.mkdir(parents=True, exist_ok=True)
     for i, (hw, size) in enumerate(LETTERBOX_SHAPES):
-        noise = rng.integers(0, 256, (hw[0] // 4 + 2, hw[1] // 4 + 2, 3)).astype(np.uint8)
-        image = np.ascontiguousarray(np.kron(noise, np.ones((4, 4, 1), np.uint8))[: hw[0], : hw[1]])
-        image[::7] = rng.integers(0, 256, image[::7].shape).astype(np.uint8)  # some sharp rows
+        block = 4 if hw[0] * hw[1] < 100_000 else 16  # large images: coarser noise (small files)
+        noise = rng.integers(0, 256, (hw[0] // block + 2, hw[1] // block + 2, 3)).astype(np.uint8)
+        image = np.ascontiguousarray(np.kron(noise, np.ones((block, block, 1), np.uint8))[: hw[0], : hw[1]])
+        image[:: 7 * block // 4] = rng.integers(0, 256, image[:: 7 * block // 4].shape).astype(np.uint8)
         canvas, scale, valid = letterbox(image, size)
         arrays = {
             "image": image,
@@ -282,6 +284,75 @@ def letterbox_cases(out: Path, log: Callable[[str], None]) -> None:
         }
         _write_npz(folder / f"letterbox_{i}_{hw[0]}x{hw[1]}_to_{size[0]}x{size[1]}.npz", arrays, True)
     log(f"letterbox: {len(LETTERBOX_SHAPES)} cases")
+
+
+def model_file_case(out: Path, log: Callable[[str], None]) -> None:
+    """A tiny real ``.tflite`` with the maskconver metadata (TF Lite converter + the converter's metadata
+    writer), for the Kotlin model-file reader, in ``out/model``: ``tiny.tflite``, ``expected.json`` (what the
+    Python reader finds: info fields, labels) and ``mask_head.npz`` (the arrays it finds)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from maskconver.converter.tflite_export import convert_tflite
+    from maskconver.converter.tflite_metadata import populate_metadata
+    from maskconver.runtime.model_file import read_model_file
+    from maskconver.runtime.model_info import Category, ModelInfo
+
+    c, d = 5, 6
+    rng = np.random.default_rng(3)
+    k_heat = tf.constant(rng.normal(0, 0.1, (1, 1, 3, c)).astype(np.float32))
+    k_emb = tf.constant(rng.normal(0, 0.1, (1, 1, 3, d)).astype(np.float32))
+
+    def fn(image):
+        x = tf.nn.avg_pool2d(tf.cast(image, tf.float32), 8, 8, "VALID")
+        return {
+            "heatmap": tf.nn.conv2d(x, k_heat, 1, "VALID"),
+            "center_embeddings": tf.nn.conv2d(x, k_emb, 1, "VALID"),
+            "mask_features": tf.nn.conv2d(x, k_emb, 1, "VALID") * 2.0,
+        }
+
+    cats = [
+        Category(0, "void", False, (0, 0, 0)),
+        Category(1, "person", True, (220, 20, 60)),
+        Category(2, "car", True, (0, 0, 142)),
+        Category(4, "sky", False, (70, 130, 180)),
+    ]
+    info = ModelInfo(
+        config_name="tiny_test",
+        input_size=(32, 40),
+        num_classes=c,
+        embedding_size=d,
+        categories=cats,
+        num_proposals=7,
+        small_area_threshold=12.5,
+        conversion={"quantization": "fp32", "calibration_seed": 0},
+    )
+    head = random_mask_head(rng, c, d, d)
+    raw = convert_tflite(fn, info.input_size, "fp32")
+    data = populate_metadata(raw, info, head, info.labels(), {"name": "tiny test model"})
+    folder = out / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "tiny.tflite.part"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / "tiny.tflite")
+    mf = read_model_file(folder / "tiny.tflite")
+    expected = {
+        "config_name": mf.info.config_name,
+        "input_size": list(mf.info.input_size),
+        "num_classes": mf.info.num_classes,
+        "embedding_size": mf.info.embedding_size,
+        "num_proposals": mf.info.num_proposals,
+        "small_area_threshold": mf.info.small_area_threshold,
+        "object_mask_threshold": mf.info.object_mask_threshold,
+        "overlap_threshold": mf.info.overlap_threshold,
+        "thing_ids": mf.info.thing_ids,
+        "labels": list(mf.labels),
+        "colors": [(r << 16) | (g << 8) | b for r, g, b in (cat.color for cat in mf.info.categories)],
+        "color_ids": [cat.id for cat in mf.info.categories],
+        "quantization": mf.info.conversion.get("quantization"),
+    }
+    (folder / "expected.json").write_text(json.dumps(expected, indent=1))
+    _write_npz(folder / "mask_head.npz", {k: np.asarray(v) for k, v in mf.mask_head.items()}, False)
+    log(f"model: tiny.tflite ({len(data)} bytes)")
 
 
 def modelgarden_head() -> dict[str, np.ndarray]:
@@ -347,6 +418,8 @@ def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], N
             modelgarden_cases(tmp, set(cases), log)
         if "letterbox" in cases:
             letterbox_cases(tmp, log)
+        if "model" in cases:
+            model_file_case(tmp, log)
         names = sorted(p.name for p in tmp.iterdir() if p.is_dir())
         for name in names:
             dest = out / name

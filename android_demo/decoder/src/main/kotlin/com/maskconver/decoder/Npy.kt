@@ -182,7 +182,11 @@ object ZipBytes {
             }
             i--
         }
-        if (eocd < 0) throw ModelFileException("$what: no zip found at the end (end-of-central-directory missing)")
+        // The record must close the file (a zip stored inside, like mask_head.npz, has one of its own earlier on).
+        if (eocd >= 0 && eocd + 22 + (b.getShort(eocd + 20).toInt() and 0xFFFF) != bytes.size) eocd = -1
+        if (eocd < 0) {
+            throw ModelFileException("$what: no zip found at the end (end-of-central-directory missing; truncated file?)")
+        }
         var count = b.getShort(eocd + 10).toInt() and 0xFFFF
         var cdSize = b.getInt(eocd + 12).toLong() and 0xFFFFFFFFL
         var cdOffset = b.getInt(eocd + 16).toLong() and 0xFFFFFFFFL

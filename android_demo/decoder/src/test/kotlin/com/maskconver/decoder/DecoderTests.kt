@@ -356,6 +356,67 @@ fun letterboxChecks(paths: List<String>) {
     }
 }
 
+/** The model-file reader on a real .tflite written by the converter's metadata writer (folder model/). */
+fun modelFileChecks(paths: List<String>) {
+    for (p in paths) {
+        val dir = File(p, "model")
+        val file = File(dir, "tiny.tflite")
+        if (!file.isFile) continue
+        Runner.check("model file: metadata, labels, colours and mask head as the Python reader sees them") {
+            val mf = ModelFile.read(file)
+            val e = JSONObject(File(dir, "expected.json").readText())
+            val info = mf.info
+            require(info.configName == e.getString("config_name")) { "config ${info.configName}" }
+            val inp = e.getJSONArray("input_size")
+            require(info.inputHeight == inp.getInt(0) && info.inputWidth == inp.getInt(1)) { "input size" }
+            require(info.numClasses == e.getInt("num_classes") && info.embeddingSize == e.getInt("embedding_size")) { "C/D" }
+            require(info.numProposals == e.getInt("num_proposals")) { "num_proposals ${info.numProposals}" }
+            require(info.smallAreaThreshold == e.getDouble("small_area_threshold")) { "small area" }
+            require(info.objectMaskThreshold == e.getDouble("object_mask_threshold")) { "threshold" }
+            require(info.overlapThreshold == e.getDouble("overlap_threshold")) { "overlap" }
+            val things = e.getJSONArray("thing_ids")
+            val table = info.thingTable()
+            require(table.count { it } == things.length() && (0 until things.length()).all { table[things.getInt(it)] }) { "thing ids" }
+            val labels = e.getJSONArray("labels")
+            require(mf.labels == (0 until labels.length()).map { labels.getString(it) }) { "labels ${mf.labels}" }
+            require(info.labels() == mf.labels) { "info labels ${info.labels()}" }
+            val colors = e.getJSONArray("colors")
+            val ids = e.getJSONArray("color_ids")
+            for (i in 0 until ids.length()) require(info.colors()[ids.getInt(i)] == colors.getInt(i)) { "colour of ${ids.getInt(i)}" }
+            require(info.conversion["quantization"] == e.getString("quantization")) { "conversion ${info.conversion}" }
+            val head = Npz.read(File(dir, "mask_head.npz"))
+            val mh = mf.maskHead
+            require(mh.classEmbeddings.contentEquals(head.getValue("class_embeddings").floats())) { "class embeddings" }
+            require(mh.dense0Kernel.contentEquals(head.getValue("mlp_dense0_kernel").floats())) { "dense0" }
+            require(mh.dense1Bias.contentEquals(head.getValue("mlp_dense1_bias").floats())) { "dense1 bias" }
+            require(mh.normGamma.contentEquals(head.getValue("mlp_norm_gamma").floats())) { "gamma" }
+        }
+        Runner.check("model file: truncated, foreign and empty files give clear errors") {
+            val bytes = file.readBytes()
+            expectThrows("associated files") { ModelFile.parse(bytes.copyOf(bytes.size - 40), "cut.tflite") }
+            expectThrows("not a TFLite model") { ModelFile.parse("PK\u0003\u0004 not a model".toByteArray(), "x.zip") }
+            expectThrows("not a TFLite model") { ModelFile.parse(ByteArray(0), "empty.tflite") }
+        }
+        Runner.check("model file: a decoder built from it decodes outputs of the model's shapes") {
+            val mf = ModelFile.read(file)
+            val info = mf.info
+            val h = info.inputHeight / info.stride
+            val w = info.inputWidth / info.stride
+            val heat = FloatArray(h * w * info.numClasses) { -6f }
+            heat[(1 * w + 2) * info.numClasses + 1] = 3f  // one "person" centre
+            val emb = FloatArray(h * w * info.embeddingSize) { 0.5f }
+            val r = PanopticDecoder(mf).decode(
+                FeatureMap.ofFloats(h, w, info.numClasses, heat),
+                FeatureMap.ofFloats(h, w, info.embeddingSize, emb),
+                FeatureMap.ofFloats(h, w, info.embeddingSize, emb),
+                60, 75, 32, 40
+            )
+            require(r.numProposals == 1 && r.proposalClass[0] == 1 && r.proposalY[0] == 1 && r.proposalX[0] == 2) { "proposal" }
+            require(r.height == 60 && r.width == 75) { "mask size ${r.height}x${r.width}" }
+        }
+    }
+}
+
 fun main(args: Array<String>) {
     var outDir: File? = null
     val paths = ArrayList<String>()
@@ -369,8 +430,10 @@ fun main(args: Array<String>) {
     outDir?.mkdirs()
     unitChecks()
     letterboxChecks(paths)
+    modelFileChecks(paths)
     val cases = caseDirs(paths)
-    if (paths.isNotEmpty() && cases.isEmpty()) {
+    val extras = paths.any { File(it, "letterbox").isDirectory || File(it, "model").isDirectory }
+    if (paths.isNotEmpty() && cases.isEmpty() && !extras) {
         Runner.failed++
         println("FAIL no golden case folders (with case.json) under ${paths.joinToString()}")
     }

@@ -1,0 +1,6 @@
+// Top-level build file: plugin versions only; see app/ and decoder/.
+plugins {
+    id("com.android.application") version "8.5.2" apply false
+    id("org.jetbrains.kotlin.android") version "1.9.24" apply false
+    id("org.jetbrains.kotlin.jvm") version "1.9.24" apply false
+}
