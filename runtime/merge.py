@@ -15,8 +15,16 @@ merge resizes the logits bilinearly to the output (:mod:`maskconver.runtime.mask
   is *decided* when exactly one proposal's upper bound reaches the best lower bound; otherwise only the
   proposals still able to win are carried into its four quadrants, recursively, and blocks of at most
   ``EXACT_PIXELS`` pixels are evaluated pixel by pixel with the float32 operations of the dense path.
-  ``p > 0.5`` is counted the same way, only for proposals that pass the area test (``lo > 0`` or
-  ``hi < 0`` with margin decides a block).
+  Children are bounded first for the *strong* candidates (upper bound within ``_STRONG`` of the block's
+  best), which gives each child a lower bound of its winner's product; weak candidates are bounded only
+  where their parent's upper bound still reaches it (at a boundary between two confident masks, the
+  cell-wide bounds leave every faint proposal a candidate).
+  ``p > 0.5`` is bounded the same way (``lo > 0`` or ``hi < 0`` with margin decides a block), only for
+  proposals that pass the area test and only until their keep test is decided, so ``original_area`` of
+  the fast path is a lower bound that yields the same ``kept``.
+
+Every bound carries a margin (``_REL_LOGIT``, ``_REL_PROD``, ``_ABS_PROD``, ``_SIGN_MARGIN``) that
+covers float32 rounding, so no decision is taken on a near tie: those pixels are always evaluated.
 """
 
 from __future__ import annotations
