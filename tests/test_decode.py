@@ -354,6 +354,47 @@ def test_peaks_match_brute_force_float(seed):
     assert np.all(np.diff(p.scores) <= 0)
 
 
+def _dense_reference_proposals(heat: np.ndarray, k: int, thr: float, quant) -> list[tuple[int, int, int]]:
+    """The same rule with whole-array shifts (for heatmaps too big for the loop version)."""
+    v = heat.astype(np.float64)
+    h, w, c = v.shape
+    pad = np.full((h + 2, w + 2, c), -np.inf)
+    pad[1:-1, 1:-1] = v
+    is_max = np.ones(v.shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            is_max &= v >= pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+    mpad = np.zeros((h + 2, w + 2, c), bool)
+    mpad[1:-1, 1:-1] = is_max
+    peak = is_max.copy()
+    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+        same = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == v
+        peak &= ~(same & mpad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
+    idx = np.flatnonzero(peak)
+    vals = v.ravel()[idx]
+    order = np.lexsort((idx, -vals))[:k]
+    logit = vals[order] if quant is None else quant[0] * (vals[order] - quant[1])
+    idx = idx[order][1 / (1 + np.exp(-logit)) > thr]
+    return [(int(i // c // w), int(i // c % w), int(i % c)) for i in idx]
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_peaks_large_heatmap_match_reference(quantised):
+    """Big heatmaps take the sampled-cut path (several passes when int8 ties hide peaks)."""
+    rng = np.random.default_rng(11)
+    if quantised:
+        heat, quant = (
+            np.clip(rng.normal(-60, 20, (70, 60, 201)).round(), -128, 127).astype(np.int8),
+            (0.08, -10),
+        )
+    else:
+        heat, quant = (rng.standard_normal((70, 60, 201)) - 3).astype(np.float32), None
+    p = find_proposals(heat, 100, 0.01, quant)
+    got = [tuple(map(int, t)) for t in zip(p.yx[:, 0], p.yx[:, 1], p.classes, strict=True)]
+    assert got == _dense_reference_proposals(heat, 100, 0.01, quant)
+    assert len(got) == 100
+
+
 # --------------------------------------------------------------------------------------------------------
 # quantised inputs
 
