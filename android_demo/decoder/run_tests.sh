@@ -2,6 +2,7 @@
 # Build the Kotlin decoder (plain JVM, no Android) and its test runner with kotlinc, then run the tests.
 #
 #   android_demo/decoder/run_tests.sh [--out DIR] [CASES_DIR...]
+#   android_demo/decoder/run_tests.sh --bench N [CASES_DIR...]   (median decode times, no tests)
 #
 # CASES_DIR: folders written by android_demo/tools/export_golden.py (default: the committed resources in
 # src/test/resources/golden). With --out, the Kotlin results are written as DIR/<case>.npz.
@@ -26,7 +27,7 @@ has_cases=0
 skip=0
 for a in "${args[@]+"${args[@]}"}"; do
   if [ "$skip" = 1 ]; then skip=0; continue; fi
-  if [ "$a" = "--out" ]; then skip=1; continue; fi
+  if [ "$a" = "--out" ] || [ "$a" = "--bench" ]; then skip=1; continue; fi
   has_cases=1
 done
 if [ "$has_cases" = 0 ]; then

@@ -397,6 +397,176 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
     // -----------------------------------------------------------------------------------------------------
     // merge
 
+    // merge state (scratch, valid during one merge call)
+    private var mk = 0
+    private var mw = 0
+    private var mLogits = FloatArray(0)
+    private var mScores = FloatArray(0)
+    private var mPy: AxisPlan? = null
+    private var mPx: AxisPlan? = null
+    private var ca = FloatArray(0)
+    private var cb = FloatArray(0)
+    private var cc = FloatArray(0)
+    private var cd = FloatArray(0)
+    private var mg = FloatArray(0)
+    private var sLo = FloatArray(0)
+    private var sHi = FloatArray(0)
+    private var upp = FloatArray(0)
+    private var cand = Array(MAX_DEPTH) { IntArray(0) }
+    private var maskArea = LongArray(0)
+    private var bx0 = IntArray(0)
+    private var by0 = IntArray(0)
+    private var bx1 = IntArray(0)
+    private var by1 = IntArray(0)
+
+    /** Load the four source logits of cell (y-run [ys], x-run [xs]) of every proposal and their margins. */
+    private fun loadCell(ys: Int, xs: Int) {
+        val py = mPy!!
+        val px = mPx!!
+        val k = mk
+        val r0 = py.i0[ys] * mw
+        val r1 = py.i1[ys] * mw
+        val a0 = (r0 + px.i0[xs]) * k
+        val b0 = (r0 + px.i1[xs]) * k
+        val c0 = (r1 + px.i0[xs]) * k
+        val d0 = (r1 + px.i1[xs]) * k
+        val l = mLogits
+        for (q in 0 until k) {
+            val a = l[a0 + q]
+            val b = l[b0 + q]
+            val c = l[c0 + q]
+            val d = l[d0 + q]
+            ca[q] = a; cb[q] = b; cc[q] = c; cd[q] = d
+            val lo = minOf(minOf(a, b), minOf(c, d))
+            val hi = maxOf(maxOf(a, b), maxOf(c, d))
+            mg[q] = maxOf(hi, -lo) * REL_LOGIT
+        }
+    }
+
+    /** Resized logit of proposal q at a pixel of the current cell (the dense path's float32 operations). */
+    private fun interp(q: Int, lx: Float, ly: Float): Float {
+        val top = ca[q] + (cb[q] - ca[q]) * lx
+        val bot = cc[q] + (cd[q] - cc[q]) * lx
+        return top + (bot - top) * ly
+    }
+
+    private fun fill(y0: Int, y1: Int, x0: Int, x1: Int, q: Int) {
+        val ww = mPx!!.n
+        for (y in y0 until y1) java.util.Arrays.fill(winner, y * ww + x0, y * ww + x1, q)
+        maskArea[q] += ((y1 - y0) * (x1 - x0)).toLong()
+        if (x0 < bx0[q]) bx0[q] = x0
+        if (y0 < by0[q]) by0[q] = y0
+        if (x1 > bx1[q]) bx1[q] = x1
+        if (y1 > by1[q]) by1[q] = y1
+    }
+
+    /**
+     * Winners of the pixel block [y0, y1) x [x0, x1) (inside the current cell) among the proposals
+     * `cand[depth][0 until nc]` (ascending; every other proposal is known to lose there). The bilinear
+     * function takes its extremes over a block at the block's corner pixels, so per candidate the corner values
+     * widened by the cell margin bound its logits, hence `p * score`; candidates whose upper bound is below the
+     * best lower bound drop out. One left: the block is decided. Small blocks: pixel by pixel.
+     */
+    private fun resolve(y0: Int, y1: Int, x0: Int, x1: Int, nc: Int, depth: Int) {
+        val py = mPy!!
+        val px = mPx!!
+        val c = cand[depth]
+        if ((y1 - y0) * (x1 - x0) <= EXACT_PIXELS || depth + 1 >= MAX_DEPTH) {
+            val ww = px.n
+            for (y in y0 until y1) {
+                val ly = py.lerp[y]
+                for (x in x0 until x1) {
+                    val lx = px.lerp[x]
+                    var best = c[0]
+                    var bestP = sigmoid(interp(best, lx, ly)) * mScores[best]
+                    for (j in 1 until nc) {
+                        val q = c[j]
+                        val p = sigmoid(interp(q, lx, ly)) * mScores[q]
+                        if (p > bestP) {
+                            best = q
+                            bestP = p
+                        }
+                    }
+                    winner[y * ww + x] = best
+                    maskArea[best]++
+                    if (x < bx0[best]) bx0[best] = x
+                    if (y < by0[best]) by0[best] = y
+                    if (x + 1 > bx1[best]) bx1[best] = x + 1
+                    if (y + 1 > by1[best]) by1[best] = y + 1
+                }
+            }
+            return
+        }
+        val my = y0 + (y1 - y0) / 2
+        val mx = x0 + (x1 - x0) / 2
+        val next = cand[depth + 1]
+        for (quad in 0 until 4) {
+            val qy0 = if (quad < 2) y0 else my
+            val qy1 = if (quad < 2) my else y1
+            val qx0 = if (quad % 2 == 0) x0 else mx
+            val qx1 = if (quad % 2 == 0) mx else x1
+            if (qy1 <= qy0 || qx1 <= qx0) continue
+            val lxa = px.lerp[qx0]
+            val lxb = px.lerp[qx1 - 1]
+            val lya = py.lerp[qy0]
+            val lyb = py.lerp[qy1 - 1]
+            var maxLow = Float.NEGATIVE_INFINITY
+            for (j in 0 until nc) {
+                val q = c[j]
+                val v00 = interp(q, lxa, lya)
+                val v01 = interp(q, lxb, lya)
+                val v10 = interp(q, lxa, lyb)
+                val v11 = interp(q, lxb, lyb)
+                val lo = minOf(minOf(v00, v01), minOf(v10, v11)) - mg[q]
+                val hi = maxOf(maxOf(v00, v01), maxOf(v10, v11)) + mg[q]
+                val low = sigmoid(lo) * sLo[q] - ABS_PROD
+                upp[q] = sigmoid(hi) * sHi[q] + ABS_PROD
+                if (low > maxLow) maxLow = low
+            }
+            var nn = 0
+            for (j in 0 until nc) if (upp[c[j]] >= maxLow) next[nn++] = c[j]
+            if (nn == 1) fill(qy0, qy1, qx0, qx1, next[0]) else resolve(qy0, qy1, qx0, qx1, nn, depth + 1)
+        }
+    }
+
+    /** `count(sigmoid(logit of q) > 0.5)` over a block of the current cell, coarse to fine (sign bounds). */
+    private fun positive(q: Int, y0: Int, y1: Int, x0: Int, x1: Int, depth: Int): Long {
+        val py = mPy!!
+        val px = mPx!!
+        val v00 = interp(q, px.lerp[x0], py.lerp[y0])
+        val v01 = interp(q, px.lerp[x1 - 1], py.lerp[y0])
+        val v10 = interp(q, px.lerp[x0], py.lerp[y1 - 1])
+        val v11 = interp(q, px.lerp[x1 - 1], py.lerp[y1 - 1])
+        val lo = minOf(minOf(v00, v01), minOf(v10, v11)) - mg[q]
+        val hi = maxOf(maxOf(v00, v01), maxOf(v10, v11)) + mg[q]
+        if (lo > SIGN_MARGIN) return ((y1 - y0) * (x1 - x0)).toLong()
+        if (hi < -SIGN_MARGIN) return 0L
+        if ((y1 - y0) * (x1 - x0) <= EXACT_PIXELS || depth + 1 >= MAX_DEPTH) {
+            var n = 0L
+            for (y in y0 until y1) {
+                val ly = py.lerp[y]
+                for (x in x0 until x1) if (sigmoid(interp(q, px.lerp[x], ly)) > 0.5f) n++
+            }
+            return n
+        }
+        val my = y0 + (y1 - y0) / 2
+        val mx = x0 + (x1 - x0) / 2
+        var n = 0L
+        if (my > y0 && mx > x0) n += positive(q, y0, my, x0, mx, depth + 1)
+        if (my > y0) n += positive(q, y0, my, mx, x1, depth + 1)
+        if (mx > x0) n += positive(q, my, y1, x0, mx, depth + 1)
+        n += positive(q, my, y1, mx, x1, depth + 1)
+        return n
+    }
+
+    private fun grow(k: Int) {
+        if (ca.size < k) {
+            ca = FloatArray(k); cb = FloatArray(k); cc = FloatArray(k); cd = FloatArray(k)
+            mg = FloatArray(k); sLo = FloatArray(k); sHi = FloatArray(k); upp = FloatArray(k)
+            cand = Array(MAX_DEPTH) { IntArray(k) }
+        }
+    }
+
     private fun merge(
         logits: FloatArray,
         h: Int,
@@ -413,93 +583,68 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         if (winner.size < npix) winner = IntArray(npix)
         val win = winner
         if (k == 0) java.util.Arrays.fill(win, 0, npix, 0)
-        val maskArea = LongArray(k)
-        val origArea = LongArray(k)
-        val bx0 = IntArray(k) { ww }
-        val by0 = IntArray(k) { hh }
-        val bx1 = IntArray(k)
-        val by1 = IntArray(k)
+        grow(k)
+        mk = k
+        mw = w
+        mLogits = logits
+        mPy = py
+        mPx = px
         val scores = props.score
+        mScores = scores
+        maskArea = LongArray(k)
+        val origArea = LongArray(k)
+        bx0 = IntArray(k) { ww }
+        by0 = IntArray(k) { hh }
+        bx1 = IntArray(k)
+        by1 = IntArray(k)
         if (k > 0) {
-            val sLo = FloatArray(k) { scores[it] * (1f - REL_PROD) }
-            val sHi = FloatArray(k) { scores[it] * (1f + REL_PROD) }
-            val ca = FloatArray(k)
-            val cb = FloatArray(k)
-            val cc = FloatArray(k)
-            val cd = FloatArray(k)
-            val upp = FloatArray(k)
-            val cand = IntArray(k)
-            for (ry in py.runStart.indices) {
-                val ys = py.runStart[ry]
-                val ye = ys + py.runLen[ry]
-                val r0 = py.i0[ys] * w
-                val r1 = py.i1[ys] * w
-                for (rx in px.runStart.indices) {
-                    val xs = px.runStart[rx]
-                    val xe = xs + px.runLen[rx]
-                    val a0 = (r0 + px.i0[xs]) * k
-                    val b0 = (r0 + px.i1[xs]) * k
-                    val c0 = (r1 + px.i0[xs]) * k
-                    val d0 = (r1 + px.i1[xs]) * k
-                    var maxLow = Float.NEGATIVE_INFINITY
+            for (q in 0 until k) {
+                sLo[q] = scores[q] * (1f - REL_PROD)
+                sHi[q] = scores[q] * (1f + REL_PROD)
+            }
+            val need = BooleanArray(k)
+            for (pass in 0 until 2) {
+                // pass 0: winners; pass 1: original_area = count(p > 0.5), only where the area test passes
+                if (pass == 1) {
+                    var any = false
                     for (q in 0 until k) {
-                        val a = logits[a0 + q]
-                        val b = logits[b0 + q]
-                        val c = logits[c0 + q]
-                        val d = logits[d0 + q]
-                        ca[q] = a; cb[q] = b; cc[q] = c; cd[q] = d
-                        var lo = minOf(minOf(a, b), minOf(c, d))
-                        var hi = maxOf(maxOf(a, b), maxOf(c, d))
-                        val margin = maxOf(hi, -lo) * REL_LOGIT
-                        lo -= margin
-                        hi += margin
-                        val low = sigmoid(lo) * sLo[q] - ABS_PROD
-                        upp[q] = sigmoid(hi) * sHi[q] + ABS_PROD
-                        if (low > maxLow) maxLow = low
+                        need[q] = maskArea[q].toDouble() > smallArea
+                        any = any || need[q]
                     }
-                    var nc = 0
-                    for (q in 0 until k) if (upp[q] >= maxLow) cand[nc++] = q
-                    if (nc == 1) {
-                        val q = cand[0]
-                        for (y in ys until ye) java.util.Arrays.fill(win, y * ww + xs, y * ww + xe, q)
-                        maskArea[q] += ((ye - ys) * (xe - xs)).toLong()
-                        if (xs < bx0[q]) bx0[q] = xs
-                        if (ys < by0[q]) by0[q] = ys
-                        if (xe > bx1[q]) bx1[q] = xe
-                        if (ye > by1[q]) by1[q] = ye
-                        continue
-                    }
-                    for (y in ys until ye) {
-                        val ly = py.lerp[y]
-                        for (x in xs until xe) {
-                            val lx = px.lerp[x]
-                            var best = -1
-                            var bestP = 0f
-                            for (j in 0 until nc) {
-                                val q = cand[j]
-                                val top = ca[q] + (cb[q] - ca[q]) * lx
-                                val bot = cc[q] + (cd[q] - cc[q]) * lx
-                                val p = sigmoid(top + (bot - top) * ly) * scores[q]
-                                if (best < 0 || p > bestP) {
-                                    best = q
-                                    bestP = p
-                                }
-                            }
-                            win[y * ww + x] = best
-                            maskArea[best]++
-                            if (x < bx0[best]) bx0[best] = x
-                            if (y < by0[best]) by0[best] = y
-                            if (x + 1 > bx1[best]) bx1[best] = x + 1
-                            if (y + 1 > by1[best]) by1[best] = y + 1
+                    if (!any) break
+                }
+                for (ry in py.runStart.indices) {
+                    val ys = py.runStart[ry]
+                    val ye = ys + py.runLen[ry]
+                    for (rx in px.runStart.indices) {
+                        val xs = px.runStart[rx]
+                        val xe = xs + px.runLen[rx]
+                        loadCell(ys, xs)
+                        if (pass == 1) {
+                            for (q in 0 until k) if (need[q]) origArea[q] += positive(q, ys, ye, xs, xe, 0)
+                            continue
                         }
+                        var maxLow = Float.NEGATIVE_INFINITY
+                        for (q in 0 until k) {
+                            val lo = minOf(minOf(ca[q], cb[q]), minOf(cc[q], cd[q])) - mg[q]
+                            val hi = maxOf(maxOf(ca[q], cb[q]), maxOf(cc[q], cd[q])) + mg[q]
+                            val low = sigmoid(lo) * sLo[q] - ABS_PROD
+                            upp[q] = sigmoid(hi) * sHi[q] + ABS_PROD
+                            if (low > maxLow) maxLow = low
+                        }
+                        val c0 = cand[0]
+                        var nc = 0
+                        for (q in 0 until k) if (upp[q] >= maxLow) c0[nc++] = q
+                        if (nc == 1) fill(ys, ye, xs, xe, c0[0]) else resolve(ys, ye, xs, xe, nc, 0)
                     }
                 }
             }
-            // original_area = count(p > 0.5), only where the area test passes
-            for (q in 0 until k) {
-                if (maskArea[q].toDouble() > smallArea) origArea[q] = positiveCount(logits, w, k, q, py, px)
-            }
         }
+        val maskArea = this.maskArea
+        val bx0 = this.bx0
+        val by0 = this.by0
+        val bx1 = this.bx1
+        val by1 = this.by1
         // keep tests and segments
         val kept = BooleanArray(k)
         val catLut = IntArray(k)
@@ -565,44 +710,6 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         )
     }
 
-    /** `count(sigmoid(resized logit of q) > 0.5)` over the output, cell by cell (sure cells counted whole). */
-    private fun positiveCount(logits: FloatArray, w: Int, k: Int, q: Int, py: AxisPlan, px: AxisPlan): Long {
-        var count = 0L
-        for (ry in py.runStart.indices) {
-            val ys = py.runStart[ry]
-            val ye = ys + py.runLen[ry]
-            val r0 = py.i0[ys] * w
-            val r1 = py.i1[ys] * w
-            for (rx in px.runStart.indices) {
-                val xs = px.runStart[rx]
-                val xe = xs + px.runLen[rx]
-                val a = logits[(r0 + px.i0[xs]) * k + q]
-                val b = logits[(r0 + px.i1[xs]) * k + q]
-                val c = logits[(r1 + px.i0[xs]) * k + q]
-                val d = logits[(r1 + px.i1[xs]) * k + q]
-                var lo = minOf(minOf(a, b), minOf(c, d))
-                var hi = maxOf(maxOf(a, b), maxOf(c, d))
-                val margin = maxOf(hi, -lo) * REL_LOGIT
-                lo -= margin
-                hi += margin
-                if (lo > SIGN_MARGIN) {
-                    count += ((ye - ys) * (xe - xs)).toLong()
-                } else if (hi >= -SIGN_MARGIN) {
-                    for (y in ys until ye) {
-                        val ly = py.lerp[y]
-                        for (x in xs until xe) {
-                            val lx = px.lerp[x]
-                            val top = a + (b - a) * lx
-                            val bot = c + (d - c) * lx
-                            if (sigmoid(top + (bot - top) * ly) > 0.5f) count++
-                        }
-                    }
-                }
-            }
-        }
-        return count
-    }
-
     companion object {
         const val LAYER_NORM_EPSILON = 1e-6f
         // bound margins, as the Python merge: far above float32 rounding of interpolation, exp and product
@@ -610,6 +717,8 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         private const val REL_PROD = 1e-5f
         private const val ABS_PROD = 1e-37f
         private const val SIGN_MARGIN = 1e-3f
+        private const val EXACT_PIXELS = 16  // blocks this small are evaluated pixel by pixel
+        private const val MAX_DEPTH = 24
 
         /** float32 `1 / (1 + exp(-x))`. */
         fun sigmoid(x: Float): Float = 1f / (1f + Math.exp(-x.toDouble()).toFloat())

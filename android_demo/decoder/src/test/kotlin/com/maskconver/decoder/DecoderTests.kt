@@ -417,15 +417,58 @@ fun modelFileChecks(paths: List<String>) {
     }
 }
 
+/** `--bench N`: decode each case N times after warm-up; prints the median per stage (JVM, this machine). */
+fun bench(cases: List<File>, n: Int) {
+    for (dir in cases) {
+        val c = Case(dir)
+        val dec = c.decoder()
+        val heat = c.map("heatmap")
+        val center = c.map("center_embeddings")
+        val feats = c.map("mask_features")
+        val plans = c.plans()
+        val times = Array(4) { DoubleArray(n) }
+        for (rep in -5 until n) {
+            val t0 = System.nanoTime()
+            val props = dec.findProposals(heat)
+            val t1 = System.nanoTime()
+            val emb = dec.maskEmbeddings(center, props)
+            val t2 = System.nanoTime()
+            dec.maskLogits(feats, emb, props.size)
+            val t3 = System.nanoTime()
+            c.run()
+            val t4 = System.nanoTime()
+            if (rep >= 0) {
+                times[0][rep] = (t1 - t0) / 1e6
+                times[1][rep] = (t2 - t1) / 1e6
+                times[2][rep] = (t3 - t2) / 1e6
+                times[3][rep] = (t4 - t3) / 1e6
+            }
+        }
+        val med = times.map { it.sorted()[n / 2] }
+        println(
+            "bench ${dir.name} (${plans.y.n}x${plans.x.n}): peaks+top-K %.2f ms, mask head %.2f ms, mask logits %.2f ms, full decode %.2f ms (median of $n)"
+                .format(med[0], med[1], med[2], med[3])
+        )
+    }
+}
+
 fun main(args: Array<String>) {
     var outDir: File? = null
+    var benchN = 0
     val paths = ArrayList<String>()
     var i = 0
     while (i < args.size) {
         if (args[i] == "--out") {
             outDir = File(args[i + 1])
             i += 2
+        } else if (args[i] == "--bench") {
+            benchN = args[i + 1].toInt()
+            i += 2
         } else paths.add(args[i++])
+    }
+    if (benchN > 0) {
+        bench(caseDirs(paths), benchN)
+        return
     }
     outDir?.mkdirs()
     unitChecks()
