@@ -1,8 +1,10 @@
 """Speed of the NumPy MaskConver decoding (``maskconver.runtime.decode``), dense vs fast merge.
 
-Run under pytest-benchmark (CPU time is the fairer timer on a shared machine)::
+Run under pytest-benchmark. On a shared machine, CPU time of a single BLAS thread is the steadier
+measure (process_time would also count idle-spinning OpenBLAS threads)::
 
-    /work/venv/bin/pytest benchmarks/bench_decode.py --benchmark-only --benchmark-timer=time.process_time
+    OPENBLAS_NUM_THREADS=1 /work/venv/bin/pytest benchmarks/bench_decode.py --benchmark-only \
+        --benchmark-timer=time.process_time
 
 Cases:
 
