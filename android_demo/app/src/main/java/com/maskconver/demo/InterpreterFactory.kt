@@ -4,6 +4,7 @@ import android.content.Context
 import android.os.Build
 import android.os.SystemClock
 import android.util.Log
+import com.maskconver.decoder.ModelFileException
 import org.tensorflow.lite.Interpreter
 import org.tensorflow.lite.gpu.CompatibilityList
 import org.tensorflow.lite.gpu.GpuDelegate
@@ -98,6 +99,10 @@ object InterpreterFactory {
             val t2 = SystemClock.elapsedRealtimeNanos()
             Log.i(TAG, "GPU delegate ready in %.0f ms (kernel cache %s)".format((t1 - t0) / 1e6, if (cached) "hit" else "miss"))
             return Engine(interpreter, Backend.GPU, fallbacks, (t1 - t0) / 1e6, (t2 - t1) / 1e6, delegate)
+        } catch (e: ModelFileException) {  // the model itself is wrong: no backend will help
+            interpreter?.close()
+            delegate?.close()
+            throw e
         } catch (e: Throwable) {  // IllegalArgumentException from the delegate, UnsatisfiedLinkError, ...
             Log.w(TAG, "GPU delegate failed", e)
             fallbacks.add(Fallback(Backend.GPU, reasonOf(e)))
@@ -126,6 +131,10 @@ object InterpreterFactory {
             warmUp(interpreter)
             val t2 = SystemClock.elapsedRealtimeNanos()
             return Engine(interpreter, Backend.NNAPI, fallbacks, (t1 - t0) / 1e6, (t2 - t1) / 1e6, delegate)
+        } catch (e: ModelFileException) {
+            interpreter?.close()
+            delegate?.close()
+            throw e
         } catch (e: Throwable) {
             Log.w(TAG, "NNAPI delegate failed", e)
             fallbacks.add(Fallback(Backend.NNAPI, reasonOf(e)))
