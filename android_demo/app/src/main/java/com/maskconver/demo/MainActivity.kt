@@ -86,7 +86,7 @@ class MainActivity : AppCompatActivity() {
 
     private fun startCamera() {
         val future = ProcessCameraProvider.getInstance(this)
-        future.addListener({
+        future.addListener(Runnable {
             val provider = future.get()
             val selector4by3 = ResolutionSelector.Builder()
                 .setAspectRatioStrategy(AspectRatioStrategy.RATIO_4_3_FALLBACK_AUTO_STRATEGY)
@@ -104,25 +104,27 @@ class MainActivity : AppCompatActivity() {
                 .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)
                 .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
                 .build()
-            analysis.setAnalyzer(analysisThread) { image -> analyze(image) }
+            analysis.setAnalyzer(analysisThread, ImageAnalysis.Analyzer { image -> analyze(image) })
             provider.unbindAll()
             provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, preview, analysis)
+            Unit
         }, ContextCompat.getMainExecutor(this))
     }
 
     private fun analyze(image: ImageProxy) {
-        image.use {
+        try {
             val s = segmenter ?: return
-            converter.convert(it)
+            converter.convert(image)
             // masks at most OVERLAY_MAX on the long side: enough for an overlay, cheaper to merge
             val h = converter.height
             val w = converter.width
             val k = maxOf(1, (maxOf(h, w) + OVERLAY_MAX - 1) / OVERLAY_MAX)
             val r = try {
                 s.process(converter.rgb, h, w, h / k, w / k)
-            } catch (e: Throwable) {
+            } catch (e: Exception) {
                 Log.e(TAG, "frame failed", e)
-                runOnUiThread { status.text = "$header\nframe failed: ${e.message}" }
+                val text = "$header\nframe failed: ${e.message}"
+                runOnUiThread { status.text = text }
                 return
             }
             val now = SystemClock.elapsedRealtimeNanos()
@@ -133,6 +135,8 @@ class MainActivity : AppCompatActivity() {
                 val text = "$header${stats.summary(now)} | ${r.result.numSegments} segments"
                 runOnUiThread { status.text = text }
             }
+        } finally {
+            image.close()  // hands the buffer back to CameraX: the next (latest) frame can come
         }
     }
 

@@ -93,7 +93,7 @@ class ModelFile(val info: ModelInfo, val labels: List<String>, val maskHead: Mas
                 if (name !in files) throw ModelFileException("$where: $name is not in the model's zip (found ${files.keys}); $FIX")
             }
             val info = ModelInfo.parse(String(files.getValue(INFO_FILE), Charsets.UTF_8))
-            val labels = String(files.getValue(LABELS_FILE), Charsets.UTF_8).split('\n').dropLastWhile { it.isEmpty() }
+            val labels = String(files.getValue(LABELS_FILE), Charsets.UTF_8).split('\n').dropLastWhile { it == "" }
             if (labels.size != info.numClasses) {
                 throw ModelFileException("$where: labels.txt has ${labels.size} lines for ${info.numClasses} classes; $FIX")
             }

@@ -133,7 +133,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
             if (givenLogits.size != h * w * k) throw IllegalArgumentException("given logits are not [h * w * $k]")
             givenLogits
         } else maskLogits(feats, maskEmbeddings(center, props), k)
-        return merge(logits, h, w, props, py, px, smallArea)
+        return merge(logits, w, props, py, px, smallArea)
     }
 
     /** Resize plans along y and x and the area of the resized canvas in output pixels. */
@@ -569,7 +569,6 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
 
     private fun merge(
         logits: FloatArray,
-        h: Int,
         w: Int,
         props: Proposals,
         py: AxisPlan,
