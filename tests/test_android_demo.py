@@ -2,9 +2,10 @@
 
 The exporter (android_demo/tools/export_golden.py) writes golden cases from the Python runtime; the Kotlin
 decoder is built with kotlinc and run on them by android_demo/decoder/run_tests.sh, which writes its results
-back as .npz. Here both sides are compared in NumPy: the merge on Python's mask logits must be identical,
-and end to end (Kotlin's own float32 mask head, whose summation order differs from NumPy's BLAS) the segment
-list must be the same and any pixel whose winner differs must be a near-tie in Python's own logits.
+back as .npz. Here both sides are compared in NumPy: the merge on Python's mask logits must be identical up to
+float32 ties of the sigmoid (NumPy's float32 exp and Java's differ in the last bit for some inputs), and end
+to end (Kotlin's own float32 mask head, whose summation order differs from NumPy's BLAS) the segment list must
+be the same and any pixel whose winner differs must be a near-tie in Python's own logits.
 """
 
 from __future__ import annotations
@@ -25,19 +26,6 @@ RUN_TESTS = DEMO / "decoder" / "run_tests.sh"
 COMMITTED = DEMO / "decoder" / "src" / "test" / "resources" / "golden"
 MG = REPO.parent / "shared" / "fixtures" / "modelgarden"
 JSON_JAR = Path("/usr/share/java/com.android.json.jar")
-EXACT_KEYS = (
-    "category_mask",
-    "instance_mask",
-    "winner",
-    "segment_category_ids",
-    "segment_instance_ids",
-    "segment_areas",
-    "segment_bboxes",
-    "proposal_classes",
-    "proposal_yx",
-    "proposal_areas",
-    "proposal_segment",
-)
 
 
 def _exporter():
@@ -168,6 +156,36 @@ def _near_tie_gap(exp, case_json: dict, y: int, x: int) -> float:
     return float(prod[-1] - prod[-2])
 
 
+def _assert_same_decoding(got, exp, meta: dict, tol: float, what: str) -> None:
+    """Same proposals and segment list; winners may differ only at near-ties (gap <= ``tol`` in Python's own
+    ``sigmoid(logit) * score``), and areas / boxes only by those pixels."""
+    for key in (
+        "proposal_classes",
+        "proposal_yx",
+        "proposal_segment",
+        "segment_category_ids",
+        "segment_instance_ids",
+    ):
+        np.testing.assert_array_equal(got[key], exp[key], err_msg=f"{what}: {key}")
+    np.testing.assert_allclose(got["proposal_scores"], exp["proposal_scores"], rtol=3e-7)
+    np.testing.assert_allclose(got["segment_scores"], exp["segment_scores"], rtol=3e-7)
+    diff = np.argwhere(got["winner"] != exp["winner"])
+    assert len(diff) <= max(2, exp["winner"].size // 10_000), f"{what}: {len(diff)} pixels differ"
+    for y, x in diff:
+        gap = _near_tie_gap(exp, meta, int(y), int(x))
+        assert gap <= tol, f"{what}: pixel ({y}, {x}) differs, gap {gap} > {tol}"
+    n = len(diff)
+    masks_differ = (got["category_mask"] != exp["category_mask"]) | (
+        got["instance_mask"] != exp["instance_mask"]
+    )
+    assert int(masks_differ.sum()) <= n, f"{what}: masks differ off the tie pixels"
+    assert int(np.abs(got["proposal_areas"] - exp["proposal_areas"]).sum()) <= 2 * n, (
+        f"{what}: proposal areas"
+    )
+    np.testing.assert_allclose(got["segment_areas"], exp["segment_areas"], atol=n, err_msg=f"{what}: areas")
+    np.testing.assert_allclose(got["segment_bboxes"], exp["segment_bboxes"], atol=min(n, 1), err_msg=what)
+
+
 def test_kotlin_decoder_equals_python(cases, kotlin_results):
     out, log = kotlin_results
     assert "0 failed" in log.splitlines()[-1], log[-3000:]
@@ -176,28 +194,11 @@ def test_kotlin_decoder_equals_python(cases, kotlin_results):
     for name in _case_names(cases):
         exp = np.load(cases / name / "expected.npz")
         meta = json.loads((cases / name / "case.json").read_text())
-        # 1. the merge on Python's own mask logits: identical, every array
-        merged = np.load(out / f"{name}.merge.npz")
-        for key in EXACT_KEYS:
-            np.testing.assert_array_equal(merged[key], exp[key], err_msg=f"{name}: merge {key}")
-        np.testing.assert_allclose(merged["segment_scores"], exp["segment_scores"], rtol=3e-7)
-        # 2. end to end: same proposals and segments; differing pixels only at near-ties
-        got = np.load(out / f"{name}.npz")
-        for key in (
-            "proposal_classes",
-            "proposal_yx",
-            "proposal_segment",
-            "segment_category_ids",
-            "segment_instance_ids",
-        ):
-            np.testing.assert_array_equal(got[key], exp[key], err_msg=f"{name}: {key}")
-        np.testing.assert_allclose(got["proposal_scores"], exp["proposal_scores"], rtol=3e-7)
-        diff = np.argwhere(got["winner"] != exp["winner"])
-        assert len(diff) <= max(2, exp["winner"].size // 10_000), f"{name}: {len(diff)} pixels differ"
+        # 1. the merge on Python's own mask logits: equal up to float32 ties of the sigmoid (exp's last bit)
+        _assert_same_decoding(np.load(out / f"{name}.merge.npz"), exp, meta, 1e-6, f"{name} merge")
+        # 2. end to end: Kotlin's own mask head (float32 loops vs NumPy's BLAS order)
         err = float(np.abs(exp["mask_logits"]).max(initial=1.0)) * 1e-5
-        for y, x in diff:
-            assert _near_tie_gap(exp, meta, int(y), int(x)) <= err, f"{name}: pixel ({y}, {x}) is no near-tie"
-        np.testing.assert_allclose(got["segment_areas"], exp["segment_areas"], atol=len(diff))
+        _assert_same_decoding(np.load(out / f"{name}.npz"), exp, meta, err, f"{name} end to end")
 
 
 def test_kotlin_runner_covers_model_garden_cases(cases, kotlin_results):

@@ -254,7 +254,22 @@ def small_cases(out: Path, log: Callable[[str], None]) -> None:
     args = {**base, "output_size": [48, 56], "small_area_threshold": 10.0}
     dec = write_case(out / "rand_int8_flat", q_out, head, quant, args)
     log(f"rand_int8_flat: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
-    # 5. no proposal above the threshold
+    # 5. exact ties: two peaks of one thing class with equal values and equal center embeddings give equal
+    #    mask logits everywhere; every pixel is a tie and goes to the better-ranked (lower flat index) one
+    h, w = 8, 10
+    heat = np.full((h, w, c), -8.0, np.float32)
+    heat[2, 2, 1] = heat[5, 7, 1] = 2.0
+    heat[1, 8, 6] = 1.0  # and a stuff peak
+    feats = smooth_field(rng, h, w, d, 8.0)
+    feats[..., 0] = 1
+    center = np.repeat(np.repeat(feats[:1, :1], h, axis=0), w, axis=1).copy()
+    q_out = {"heatmap": heat, "center_embeddings": center, "mask_features": feats}
+    dec = write_case(out / "rand_exact_ties", q_out, head, {}, {**base, "output_size": [64, 80]})
+    assert 3 in dec.segment_instance_ids or 1 in dec.segment_instance_ids, (
+        "the tie case lost its thing segment"
+    )
+    log(f"rand_exact_ties: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # 6. no proposal above the threshold
     o = outputs(6, 6, 1.0, -9.0)
     dec = write_case(out / "rand_empty", o, head, {}, {**base, "output_size": [48, 48]})
     log(f"rand_empty: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")

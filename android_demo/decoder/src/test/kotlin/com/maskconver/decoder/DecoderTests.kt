@@ -219,13 +219,16 @@ fun winnerGap(logits: FloatArray, w: Int, k: Int, scores: FloatArray, py: AxisPl
 }
 
 /**
- * Compare a Kotlin result with the Python one. [plans] null: exact (masks, areas, boxes, segment list).
- * Otherwise (end to end, where the Kotlin mask logits differ from NumPy's by float summation order only):
- * a pixel may differ only where Python's own logits make the winner a near-tie (gap <= the largest logit
- * difference), areas / boxes may move only by such pixels, and the segment list must be the same.
- * Returns the number of differing (near-tie) pixels.
+ * Compare a Kotlin result with the Python one under [plans] (the output geometry).
+ *
+ * [endToEnd] false (the merge run on Python's own mask logits): everything must be equal, except that a pixel
+ * may go to the other proposal of a tie within float32 rounding of the sigmoid (NumPy's float32 exp and Java's
+ * differ in the last bit for some inputs): gap <= 1e-6. [endToEnd] true: the Kotlin mask head (float32 loops)
+ * and NumPy's (BLAS, another summation order) differ by at most 1e-5 of the largest logit; a pixel may differ
+ * only where Python's own logits make the winner a near-tie within that difference. In both cases areas and
+ * boxes may move only by such pixels and the segment list must be the same. Returns the number of tie pixels.
  */
-fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.OutputPlans?): Int {
+fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.OutputPlans, endToEnd: Boolean): Int {
     val cls = e.getValue("proposal_classes").ints()
     val yx = e.getValue("proposal_yx").ints()
     val sc = e.getValue("proposal_scores").floats()
@@ -238,8 +241,8 @@ fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.
     }
     val ml = e.getValue("mask_logits")
     val logits = ml.floats()
-    var maxDiff = 0f
-    if (plans != null) {
+    var maxDiff = 1e-6f  // tie tolerance of the merge alone
+    if (endToEnd) {
         var maxAbs = 0f
         for (i in logits.indices) {
             maxAbs = Math.max(maxAbs, Math.abs(logits[i]))
@@ -259,12 +262,11 @@ fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.
         if (cm[i] == r.categoryMask[i] && im[i] == r.instanceMask[i] && wm[i] == r.winner[i]) continue
         val y = i / r.width
         val x = i % r.width
-        require(plans != null) {
+        val gap = winnerGap(logits, ml.shape[1], ml.shape[2], sc, plans.y, plans.x, y, x)
+        require(gap <= maxDiff) {
             "pixel (y=$y, x=$x) differs: Kotlin ${r.categoryMask[i]}/${r.instanceMask[i]} (proposal ${r.winner[i]}), " +
-                "Python ${cm[i]}/${im[i]} (proposal ${wm[i]})"
+                "Python ${cm[i]}/${im[i]} (proposal ${wm[i]}), and is no near-tie (gap $gap > $maxDiff)"
         }
-        val gap = winnerGap(logits, ml.shape[1], ml.shape[2], sc, plans!!.y, plans.x, y, x)
-        require(gap <= maxDiff) { "pixel (y=$y, x=$x) differs and is no near-tie (gap $gap > logit error $maxDiff)" }
         bad++
     }
     val area = e.getValue("proposal_areas").longs()
@@ -488,7 +490,8 @@ fun main(args: Array<String>) {
         Runner.check("${dir.name}: merge on Python's mask logits") {
             val r = case.run(case.expected.getValue("mask_logits").floats())
             outDir?.let { writeResult(File(it, "${dir.name}.merge.npz"), r) }
-            compare(r, case.expected, null)
+            val ties = compare(r, case.expected, case.plans(), false)
+            if (ties > 0) println("     $ties pixels went the other way in float32 ties")
         }
         // 2. end to end
         Runner.check("${dir.name}: end to end (${case.meta.optInt("num_segments")} segments)") {
@@ -496,7 +499,7 @@ fun main(args: Array<String>) {
             val r = case.run()
             val ms = (System.nanoTime() - t0) / 1e6
             outDir?.let { writeResult(File(it, "${dir.name}.npz"), r) }
-            val ties = compare(r, case.expected, case.plans())
+            val ties = compare(r, case.expected, case.plans(), true)
             println(
                 "     ${r.numProposals} proposals, ${r.numSegments} segments, ${r.height}x${r.width}, " +
                     "$ties near-tie pixels differ, %.1f ms".format(ms)
