@@ -53,7 +53,7 @@ def _have_modelgarden() -> bool:
 def cases(tmp_path_factory) -> Path:
     """All golden cases exported afresh (the Model Garden ones only where shared/ fixtures exist)."""
     out = tmp_path_factory.mktemp("golden")
-    groups = ("small", "int8", "modelgarden") if _have_modelgarden() else ("small",)
+    groups = ("small", "fuzz", "int8", "modelgarden") if _have_modelgarden() else ("small", "fuzz")
     if _have_preprocess():
         groups += ("letterbox",)
     if _have_model_writer():
@@ -106,6 +106,7 @@ def test_exporter_writes_complete_cases(cases):
         kept_thing = exp["segment_instance_ids"][exp["segment_instance_ids"] > 0]
         for inst in kept_thing:
             assert np.array_equal(exp["instance_mask"] == inst, exp["winner"] == inst - 1)
+    assert sum(n.startswith("fuzz_") for n in names) == 24
     empty = np.load(cases / "rand_empty" / "expected.npz")
     assert empty["proposal_classes"].size == 0 and not empty["category_mask"].any()
     # the small cases exercise segments of both kinds, crops, ties and int8 inputs

@@ -47,7 +47,8 @@ from maskconver.runtime.merge import merge_fast
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
-ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model")
+ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model", "fuzz")
+FUZZ_CASES = 24
 # (image height, width) -> model input (height, width): upscale, downscale, exact 2x, odd sizes, identity
 LETTERBOX_SHAPES = (
     ((37, 53), (64, 64)),
@@ -370,6 +371,57 @@ def model_file_case(out: Path, log: Callable[[str], None]) -> None:
     log(f"model: tiny.tflite ({len(data)} bytes)")
 
 
+def fuzz_cases(out: Path, log: Callable[[str], None], n: int = FUZZ_CASES) -> None:
+    """``n`` seeded random cases: grid 3..14 x 3..14, C 2..12, D 2..10, float / int8 / uint8 per output,
+    K 1..20, thresholds, canvas and original-resolution modes, output sizes from below to above the input."""
+    rng = np.random.default_rng(99)
+    for i in range(n):
+        h, w = (int(v) for v in rng.integers(3, 15, 2))
+        c, d = int(rng.integers(2, 13)), int(rng.integers(2, 11))
+        head = blob_mask_head(rng, c, d, float(rng.uniform(1.0, 6.0)))
+        feats = smooth_field(rng, h, w, d, float(rng.uniform(2.0, 10.0)))
+        feats[..., 0] = 1
+        outputs = {
+            "heatmap": (
+                smooth_field(rng, h, w, c, float(rng.uniform(1, 8))) + np.float32(rng.uniform(-4, 1))
+            ).astype(np.float32),
+            "center_embeddings": (feats + np.float32(0.3) * smooth_field(rng, h, w, d, 1.0)).astype(
+                np.float32
+            ),
+            "mask_features": feats,
+        }
+        quant: dict[str, tuple[float, float]] = {}
+        for name in OUTPUT_NAMES:
+            kind = rng.choice(["float", "int8", "uint8"], p=[0.5, 0.3, 0.2])
+            if kind != "float":
+                outputs[name], quant[name] = quantize(outputs[name], np.int8 if kind == "int8" else np.uint8)
+        stride = 8
+        canvas = [int(v) for v in rng.integers(40, 200, 2)]
+        args: dict[str, Any] = {
+            "thing_ids": sorted(
+                int(t) for t in rng.choice(c, size=int(rng.integers(0, c + 1)), replace=False)
+            ),
+            "num_proposals": int(rng.integers(1, 21)),
+            "object_mask_threshold": float(rng.choice([0.01, 0.05, 0.3])),
+            "overlap_threshold": float(rng.uniform(0.3, 0.9)),
+            "small_area_threshold": float(rng.uniform(0.0, 60.0)),
+            "canvas_size": canvas,
+            "stride": stride,
+        }
+        if rng.random() < 0.5:
+            args["output_size"] = [int(v) for v in rng.integers(5, 150, 2)]
+        else:
+            inp = [stride * h, stride * w]
+            valid = [int(rng.integers(1, inp[0] + 1)), int(rng.integers(1, inp[1] + 1))]
+            args.update(
+                output_size=[int(max(1, v * rng.uniform(0.4, 2.5))) for v in valid],
+                valid_size=valid,
+                input_size=inp,
+            )
+        write_case(out / f"fuzz_{i:02d}", outputs, head, quant, args)
+    log(f"fuzz: {n} cases")
+
+
 def modelgarden_head() -> dict[str, np.ndarray]:
     """The mask-head arrays read from the Model Garden export checkpoint (as tests/test_decode.py)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -435,6 +487,8 @@ def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], N
             letterbox_cases(tmp, log)
         if "model" in cases:
             model_file_case(tmp, log)
+        if "fuzz" in cases:
+            fuzz_cases(tmp, log)
         names = sorted(p.name for p in tmp.iterdir() if p.is_dir())
         for name in names:
             dest = out / name
