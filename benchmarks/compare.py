@@ -246,11 +246,11 @@ def convert_variants(
                 allow_cpu_ops=True,  # a speed comparison: keep the model even if a phone delegate would not
                 progress=progress is not None,
             )
+            (folder / "cache.json").unlink(missing_ok=True)  # a half-replaced folder is never "cached"
             try:
                 convert(str(checkpoint), config, folder, opts)
             except Exception as e:
                 raise CompareError(f"conversion {conv_key} at {h}x{w} failed: {type(e).__name__}: {e}") from e
-            (folder / "cache.json").unlink(missing_ok=True)
             if _conversion_files(folder).get("tflite") is None:
                 raise CompareError(f"conversion {conv_key} at {h}x{w} wrote no model file into {folder}")
             _atomic_write(folder / "cache.json", json.dumps(record, indent=1).encode())
@@ -571,7 +571,8 @@ def compare_to_markdown(result: dict[str, Any]) -> str:
     lines += [
         "Frame = preprocess (letterbox) + inference + decode (NumPy) of one real image, i.e. the whole "
         "`Segmenter.segment()` call. GMAC/s uses the inference median. The machine is shared: compare rows "
-        "inside one table, not across runs.",
+        "inside one table, not across runs. LiteRT and ONNX Runtime share the process (as asked): their "
+        "thread pools can slow each other, so the ONNX rows may be slower than in an ONNX-only process.",
     ]
     return "\n".join(lines) + "\n"
 
