@@ -141,6 +141,21 @@ def _check_quant(x: np.ndarray, quant, name: str, arg: str) -> tuple[float, floa
     return scale, zero_point
 
 
+def _check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ValueError if the float array ``x`` (any shape) holds NaN or +-inf (integer codes always pass).
+
+    Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
+    if not np.issubdtype(x.dtype, np.floating) or np.isfinite(x).all():
+        return
+    bad = ~np.isfinite(x)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+        f"{name} holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} infinite values (first at "
+        f"index {first}); the model produced non-finite outputs (a broken or float16-overflowing model, or "
+        "uninitialised buffers): check the model file and re-convert it"
+    )
+
+
 def _check_mask_head(
     mask_head: Mapping[str, np.ndarray], num_classes: int, dim: int
 ) -> dict[str, np.ndarray]:
@@ -170,6 +185,8 @@ def _check_mask_head(
         )
     if mh["mlp_dense0_bias"].shape != (hidden[1],) or mh["mlp_norm_gamma"].shape != (hidden[1],):
         raise ValueError("mask_head dense0 bias / LayerNorm sizes do not match mlp_dense0_kernel")
+    for k in MASK_HEAD_KEYS:
+        _check_finite(mh[k], f"mask_head[{k!r}]")
     return mh
 
 
@@ -325,6 +342,10 @@ def decode_panoptic(
         input_size: model input ``(H_in, W_in)``; default ``stride * (h, w)``.
         thing_ids: thing category ids (or a bool table ``[C]``); default COCO 1..90.
         method: ``"fast"`` (coarse-to-fine) or ``"dense"`` (full resolution); identical results.
+
+    Raises:
+        ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
+            (the message names the array), or mask logits that overflow float32.
     """
     if method not in ("fast", "dense"):
         raise ValueError(f"method must be 'fast' or 'dense', got {method!r}")
@@ -334,6 +355,8 @@ def decode_panoptic(
     hq = _check_quant(heat, heatmap_quant, "heatmap", "heatmap_quant")
     cq = _check_quant(center, center_quant, "center_embeddings", "center_quant")
     mq = _check_quant(feats, mask_quant, "mask_features", "mask_quant")
+    for x, name in ((heat, "heatmap"), (center, "center_embeddings"), (feats, "mask_features")):
+        _check_finite(x, name)
     h, w, c = heat.shape
     if center.shape[:2] != (h, w) or feats.shape[:2] != (h, w) or center.shape[2] != feats.shape[2]:
         raise ValueError(
@@ -357,6 +380,7 @@ def decode_panoptic(
     rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
     emb = mask_embeddings(rows, props.classes, mh)
     logits = mask_logits(feats, emb, mq)
+    _check_finite(logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)")
 
     merge = (merge_fast if method == "fast" else merge_dense)(
         logits, props.scores, py, px, small_area, float(overlap_threshold)
