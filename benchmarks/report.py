@@ -28,6 +28,7 @@ import json
 import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -499,7 +500,8 @@ def _render_plot(r: Mapping[str, Any]) -> bytes:
     ax2.grid(alpha=0.3)
     ax2.legend(loc="upper left", fontsize=8)
 
-    fig.suptitle(f"{r.get('label', '')}\n{v['line']}", fontsize=10)
+    title = textwrap.fill(str(r.get("label", "")), 150) + "\n" + textwrap.fill(str(v["line"]), 150)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0.06, 0, 1, 0.93))
     fig.subplots_adjust(top=0.85)
     buf = io.BytesIO()
