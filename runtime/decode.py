@@ -209,6 +209,13 @@ def thing_table(thing_ids: Iterable[int] | np.ndarray | None, num_classes: int) 
 # mask head
 
 
+def _row_mean(x: np.ndarray) -> np.ndarray:
+    """``x.mean(axis=-1, keepdims=True)`` for float32 ``[K, H]``, the same float32 values, without the
+    Python overhead of ``ndarray.mean`` (sum, then divide by the count as an intp, like NumPy does)."""
+    total = np.add.reduce(x, axis=-1, keepdims=True)
+    return np.true_divide(total, np.intp(x.shape[-1]), out=total, casting="unsafe")
+
+
 def mask_embeddings(
     center: np.ndarray, classes: np.ndarray, mask_head: Mapping[str, np.ndarray]
 ) -> np.ndarray:
@@ -218,9 +225,10 @@ def mask_embeddings(
     """
     x = center.astype(np.float32) * mask_head["class_embeddings"][np.maximum(classes, 0)]
     x = x @ mask_head["mlp_dense0_kernel"] + mask_head["mlp_dense0_bias"]
-    mean = x.mean(axis=-1, keepdims=True)
-    var = np.square(x - mean).mean(axis=-1, keepdims=True)
-    x = (x - mean) / np.sqrt(var + np.float32(LAYER_NORM_EPSILON))
+    mean = _row_mean(x)
+    x -= mean
+    var = _row_mean(np.square(x))
+    x /= np.sqrt(var + np.float32(LAYER_NORM_EPSILON))
     x = x * mask_head["mlp_norm_gamma"] + mask_head["mlp_norm_beta"]
     x = np.maximum(x, np.float32(0.0))
     return (x @ mask_head["mlp_dense1_kernel"] + mask_head["mlp_dense1_bias"]).astype(np.float32)
@@ -258,27 +266,34 @@ def _segments(
     cat_lut = np.where(merge.kept, classes, 0).astype(np.int32)
     thing = is_thing[cat_lut] & merge.kept
     inst_lut = np.where(thing, np.arange(1, k + 1), 0).astype(np.int32)
+    kq = np.flatnonzero(merge.kept)  # kept proposals, best first
+    key = cat_lut[kq].astype(np.int64) * (k + 1) + inst_lut[kq]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # segments ordered by their best proposal
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    seg_of = rank[inverse.reshape(-1)]  # segment (0-based) of each kept proposal
+    head = kq[first[order]]
+    n = order.size
     proposal_segment = np.zeros(k, dtype=np.int32)
-    keys: dict[tuple[int, int], int] = {}
-    for q in np.flatnonzero(merge.kept):
-        key = (int(cat_lut[q]), int(inst_lut[q]))
-        proposal_segment[q] = keys.setdefault(key, len(keys) + 1)
-    n = len(keys)
+    proposal_segment[kq] = seg_of + 1
+    seg_scores = np.full(n, -np.inf, dtype=np.float32)
+    np.maximum.at(seg_scores, seg_of, scores[kq])
+    box = merge.bbox[kq]
+    bboxes = np.empty((n, 4), dtype=np.int64)
+    bboxes[:, :2] = np.iinfo(np.int64).max
+    bboxes[:, 2:] = np.iinfo(np.int64).min
+    np.minimum.at(bboxes[:, :2], seg_of, box[:, :2])
+    np.maximum.at(bboxes[:, 2:], seg_of, box[:, 2:])
     seg = {
         "segment_ids": np.arange(1, n + 1, dtype=np.int32),
-        "segment_category_ids": np.array([c for c, _ in keys], dtype=np.int32),
-        "segment_instance_ids": np.array([i for _, i in keys], dtype=np.int32),
-        "segment_scores": np.zeros(n, dtype=np.float32),
-        "segment_areas": np.zeros(n, dtype=np.int64),
-        "segment_bboxes": np.zeros((n, 4), dtype=np.int32),
+        "segment_category_ids": cat_lut[head],
+        "segment_instance_ids": inst_lut[head],
+        "segment_scores": seg_scores,
+        "segment_areas": np.bincount(seg_of, weights=merge.mask_area[kq], minlength=n).astype(np.int64),
+        "segment_bboxes": bboxes.astype(np.int32),
+        "proposal_segment": proposal_segment,
     }
-    for s in range(n):
-        members = np.flatnonzero(proposal_segment == s + 1)
-        seg["segment_scores"][s] = scores[members].max()
-        seg["segment_areas"][s] = merge.mask_area[members].sum()
-        b = merge.bbox[members]
-        seg["segment_bboxes"][s] = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
-    seg["proposal_segment"] = proposal_segment
     return seg, cat_lut, inst_lut
 
 

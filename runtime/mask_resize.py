@@ -20,6 +20,7 @@ and by :func:`interpolate_at` (only some pixels) is bit-identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -52,10 +53,16 @@ def axis_plan(in_size: int, out_size: int, keep: int | None = None) -> AxisPlan:
     """Plan for resizing ``in_size`` -> ``out_size`` samples and keeping the first ``keep`` (default all).
 
     ``keep < out_size`` is the crop of Model Garden's ``_resize_and_pad_masks`` (resize to the padded
-    canvas expressed in original pixels, then crop to the original image).
+    canvas expressed in original pixels, then crop to the original image). Plans depend only on the sizes
+    and are cached (their arrays are read-only).
     """
     in_size, out_size = int(in_size), int(out_size)
     keep = out_size if keep is None else int(keep)
+    return _axis_plan(in_size, out_size, keep)
+
+
+@lru_cache(maxsize=64)
+def _axis_plan(in_size: int, out_size: int, keep: int) -> AxisPlan:
     if in_size < 1 or out_size < 1:
         raise ValueError(f"resize sizes must be positive, got in_size={in_size}, out_size={out_size}")
     if not 1 <= keep <= out_size:
@@ -71,7 +78,7 @@ def axis_plan(in_size: int, out_size: int, keep: int | None = None) -> AxisPlan:
     run_start = np.flatnonzero(change)
     run_len = np.diff(np.append(run_start, keep))
     run_of = np.cumsum(change) - 1
-    return AxisPlan(
+    plan = AxisPlan(
         in_size=in_size,
         out_size=out_size,
         i0=i0,
@@ -83,6 +90,45 @@ def axis_plan(in_size: int, out_size: int, keep: int | None = None) -> AxisPlan:
         run_i1=i1[run_start],
         run_of=run_of,
     )
+    for arr in vars(plan).values():
+        if isinstance(arr, np.ndarray):
+            arr.flags.writeable = False
+    return plan
+
+
+@dataclass(frozen=True)
+class SubRuns:
+    """Runs of an :class:`AxisPlan` cut into pieces of at most ``max_len`` output indices (the tiles of the
+    coarse-to-fine merge): ``start``, ``length`` int64 ``[S]``; ``first``, ``count`` int64 ``[R]`` (the
+    pieces of run r are ``first[r] .. first[r] + count[r] - 1``)."""
+
+    start: np.ndarray
+    length: np.ndarray
+    first: np.ndarray
+    count: np.ndarray
+
+
+def sub_runs(plan: AxisPlan, max_len: int) -> SubRuns:
+    """Each run cut into ``ceil(len / max_len)`` nearly equal pieces (cached per sizes)."""
+    return _sub_runs(plan.in_size, plan.out_size, plan.n, int(max_len))
+
+
+@lru_cache(maxsize=64)
+def _sub_runs(in_size: int, out_size: int, keep: int, max_len: int) -> SubRuns:
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    plan = _axis_plan(in_size, out_size, keep)
+    count = -(-plan.run_len // max_len)
+    first = np.cumsum(count) - count
+    run = np.repeat(np.arange(count.size), count)
+    piece = np.arange(run.size) - first[run]
+    # piece j of a run of length L and n pieces spans [j * L // n, (j + 1) * L // n)
+    lo = piece * plan.run_len[run] // count[run]
+    hi = (piece + 1) * plan.run_len[run] // count[run]
+    out = SubRuns(start=plan.run_start[run] + lo, length=hi - lo, first=first, count=count)
+    for arr in vars(out).values():
+        arr.flags.writeable = False
+    return out
 
 
 def interpolate_x(logits: np.ndarray, px: AxisPlan) -> np.ndarray:

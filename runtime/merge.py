@@ -32,11 +32,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from maskconver.runtime.mask_resize import AxisPlan, bilinear_from_corners, interpolate_x, resize_rows
+from maskconver.runtime.mask_resize import AxisPlan, SubRuns, interpolate_x, resize_rows, sub_runs
 from maskconver.runtime.peaks import sigmoid32
 
 _ROW_CHUNK = 32  # rows per chunk in the dense merge (memory ~ 4 * chunk * W * K * 4 bytes)
 EXACT_PIXELS = 16  # blocks this small are evaluated pixel by pixel
+TILE = 4  # tiles of at most TILE x TILE pixels bound the p > 0.5 counts of undecided cells
 # Safety margins of the bounds (far above float32 rounding of the interpolation, exp and product).
 _REL_LOGIT = np.float32(4e-6)  # x max |source logit| of the cell
 _REL_PROD = np.float32(1e-5)
@@ -123,6 +124,7 @@ def merge_dense(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------
 # coarse-to-fine
 
 
@@ -174,10 +176,10 @@ class _Source:
         """Bounds ``lo, hi [n]`` of pair ``(pb, pq)``'s resized logits over its block: min / max at the
         block's corner pixels, widened by ``_REL_LOGIT`` x the largest source magnitude."""
         a, b, c, d = self.corners(blk, pb, pq)
-        lx0 = self.px.lerp[blk.x0[pb]]
-        lx1 = self.px.lerp[blk.x1[pb] - 1]
-        ly0 = self.py.lerp[blk.y0[pb]]
-        ly1 = self.py.lerp[blk.y1[pb] - 1]
+        lx0 = self.px.lerp[blk.x0][pb]
+        lx1 = self.px.lerp[blk.x1 - 1][pb]
+        ly0 = self.py.lerp[blk.y0][pb]
+        ly1 = self.py.lerp[blk.y1 - 1][pb]
         ba = b - a
         dc = d - c
         t0 = a + ba * lx0
@@ -199,14 +201,18 @@ class _Source:
     def pixels(
         self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, ys: np.ndarray, xs: np.ndarray
     ) -> np.ndarray:
-        """Resized logits of pairs ``(pb, pq)`` at their block's padded pixels -> ``[RY, RX, n]`` float32
-        (``ys [RY, nblocks]``, ``xs [RX, nblocks]``), bit-identical to the dense resize."""
+        """Resized logits of pairs ``(pb, pq)`` at their block's padded pixels ``ys [nb, RY]``,
+        ``xs [nb, RX]`` -> ``[n, RY, RX]`` float32, bit-identical to the dense resize (the same float32
+        operations as :func:`maskconver.runtime.mask_resize.bilinear_from_corners`, pairs first)."""
         a, b, c, d = self.corners(blk, pb, pq)
-        lx = np.take(
-            self.px.lerp[xs], pb, axis=1
-        )  # np.take keeps [R, n] C-contiguous (fancy indexing would not)
-        ly = np.take(self.py.lerp[ys], pb, axis=1)
-        return bilinear_from_corners(a, b, c, d, lx, ly)
+        lx = self.px.lerp[xs][pb]  # [n, RX]
+        ly = self.py.lerp[ys][pb]  # [n, RY]
+        top = a[:, None] + (b - a)[:, None] * lx
+        bot = c[:, None] + (d - c)[:, None] * lx
+        bot -= top
+        out = bot[:, None, :] * ly[:, :, None]
+        out += top[:, None, :]
+        return out
 
 
 def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
@@ -228,7 +234,7 @@ def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
 
 def _inherit(nb: int, pb: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of the children: each child repeats its parent's pairs. ``pb [n]`` sorted parent index of
-    the pairs, ``parent [nchild]`` -> child index (sorted) and source pair index, ``[m]`` each."""
+    the pairs, ``parent [nchild]`` (sorted) -> child index (sorted) and source pair index, ``[m]`` each."""
     counts = np.bincount(pb, minlength=nb)
     first = np.cumsum(counts) - counts
     cnt = counts[parent]
@@ -239,15 +245,15 @@ def _inherit(nb: int, pb: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _block_pixels(blk: _Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded pixel rows ``ys [RY, n]``, cols ``xs [RX, n]`` of the blocks (past a block's end: repeat
-    its last row / col) and ``ok [RY, RX, n]`` marking real pixels."""
+    """Padded pixel rows ``ys [n, RY]``, cols ``xs [n, RX]`` of the blocks (past a block's end: repeat
+    its last row / col) and ``ok [n, RY, RX]`` marking real pixels."""
     ly = blk.y1 - blk.y0
     lx = blk.x1 - blk.x0
-    oy = np.arange(int(ly.max()))[:, None]
-    ox = np.arange(int(lx.max()))[:, None]
-    ys = blk.y0 + np.minimum(oy, ly - 1)
-    xs = blk.x0 + np.minimum(ox, lx - 1)
-    ok = (oy < ly)[:, None, :] & (ox < lx)[None, :, :]
+    oy = np.arange(int(ly.max()))
+    ox = np.arange(int(lx.max()))
+    ys = blk.y0[:, None] + np.minimum(oy, ly[:, None] - 1)
+    xs = blk.x0[:, None] + np.minimum(ox, lx[:, None] - 1)
+    ok = (oy < ly[:, None])[:, :, None] & (ox < lx[:, None])[:, None, :]
     return ys, xs, ok
 
 
@@ -257,67 +263,67 @@ def _starts(pb: np.ndarray) -> np.ndarray:
 
 
 class _Canvas:
-    """Accumulates the winner map, areas and boxes of decided blocks / pixels."""
+    """The winner map plus rectangles ``(q, y0, y1, x0, x1)`` of the pixels each proposal won, from which
+    areas and boxes are summed at the end."""
 
     def __init__(self, winner: np.ndarray, k: int):
         self.winner = winner
-        self.mask_area = np.zeros(k, dtype=np.int64)
-        hh, ww = winner.shape
-        self.box = np.array([[ww, hh, 0, 0]] * k, dtype=np.int64).T.copy()  # [4, k]: x0, y0, x1, y1
+        self.k = k
+        self.rects: list[tuple[np.ndarray, ...]] = []
 
-    def add_boxes(
-        self, q: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray
-    ) -> None:
-        np.minimum.at(self.box[0], q, x0)
-        np.minimum.at(self.box[1], q, y0)
-        np.maximum.at(self.box[2], q, x1)
-        np.maximum.at(self.box[3], q, y1)
+    def add(self, q: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> None:
+        self.rects.append((q, y0, y1, x0, x1))
 
     def fill(self, blk: _Blocks, q: np.ndarray) -> None:
         """Blocks won entirely by ``q [n]``."""
         if q.size == 0:
             return
         ys, xs, _ = _block_pixels(blk)
-        self.winner[ys[:, None, :], xs[None, :, :]] = q.astype(self.winner.dtype)
-        self.mask_area += np.bincount(q, weights=blk.npix, minlength=self.mask_area.size).astype(np.int64)
-        self.add_boxes(q, blk.x0, blk.y0, blk.x1, blk.y1)
+        self.winner[ys[:, :, None], xs[:, None, :]] = q.astype(self.winner.dtype)[:, None, None]
+        self.add(q, blk.y0, blk.y1, blk.x0, blk.x1)
 
     def pixels(self, ys: np.ndarray, xs: np.ndarray, ok: np.ndarray, q: np.ndarray) -> None:
-        """Per-pixel winners ``q [RY, RX, n]`` at padded pixels ``ys [RY, n]``, ``xs [RX, n]``."""
-        self.winner[ys[:, None, :], xs[None, :, :]] = q.astype(self.winner.dtype)
+        """Per-pixel winners ``q [n, RY, RX]`` at padded pixels ``ys [n, RY]``, ``xs [n, RX]``."""
+        self.winner[ys[:, :, None], xs[:, None, :]] = q.astype(self.winner.dtype)
+        yy = np.broadcast_to(ys[:, :, None], q.shape)
+        xx = np.broadcast_to(xs[:, None, :], q.shape)
         if ok.all():
-            qv = q.ravel()
-            yy = np.broadcast_to(ys[:, None, :], q.shape).ravel()
-            xx = np.broadcast_to(xs[None, :, :], q.shape).ravel()
+            qv, yy, xx = q.ravel(), yy.ravel(), xx.ravel()
         else:
-            qv = q[ok]
-            yy = np.broadcast_to(ys[:, None, :], q.shape)[ok]
-            xx = np.broadcast_to(xs[None, :, :], q.shape)[ok]
-        self.mask_area += np.bincount(qv, minlength=self.mask_area.size)
-        self.add_boxes(qv, xx, yy, xx + 1, yy + 1)
+            qv, yy, xx = q[ok], yy[ok], xx[ok]
+        self.add(qv, yy, yy + 1, xx, xx + 1)
+
+    def areas_and_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``mask_area [k]`` int64 and ``bbox [k, 4]`` int64 (zeros where nothing was won)."""
+        k = self.k
+        q, y0, y1, x0, x1 = (np.concatenate(parts) for parts in zip(*self.rects, strict=True))
+        mask_area = np.bincount(q, weights=(y1 - y0) * (x1 - x0), minlength=k).astype(np.int64)
+        hh, ww = self.winner.shape
+        box = np.empty((4, k), dtype=np.int64)
+        box[:2] = np.array([[ww], [hh]])
+        box[2:] = 0
+        np.minimum.at(box[0], q, x0)
+        np.minimum.at(box[1], q, y0)
+        np.maximum.at(box[2], q, x1)
+        np.maximum.at(box[3], q, y1)
+        box[:, mask_area == 0] = 0
+        return mask_area, np.ascontiguousarray(box.T)
 
 
 def _exact_winners(
     src: _Source, scores: np.ndarray, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, canvas: _Canvas
 ) -> None:
-    """Pixel-by-pixel argmax over each block's candidate pairs (ascending proposal within a block)."""
+    """Pixel-by-pixel winners of blocks ``blk`` among their candidate pairs ``(pb, pq)`` (sorted by block,
+    then proposal): float32 ``sigmoid(v) * score`` as in the dense merge, first maximum on ties."""
     ys, xs, ok = _block_pixels(blk)
-    prod = src.pixels(blk, pb, pq, ys, xs)
+    prod = src.pixels(blk, pb, pq, ys, xs)  # [n, RY, RX]
     sigmoid32(prod, out=prod)
-    prod *= scores[pq]
+    prod *= scores[pq][:, None, None]
     starts = _starts(pb)
-    counts = np.diff(np.append(starts, pq.size))
-    first = np.empty(prod.shape[:2] + (blk.n,), dtype=np.int64)
-    for m in np.unique(counts):  # blocks with m candidates: running argmax, strict '>' keeps the first
-        sel = np.flatnonzero(counts == m)
-        at = starts[sel]
-        best = prod[:, :, at]
-        win = np.broadcast_to(at, best.shape).copy()
-        for j in range(1, int(m)):
-            pj = prod[:, :, at + j]
-            np.copyto(win, at + j, where=pj > best)
-            np.maximum(best, pj, out=best)
-        first[:, :, sel] = win
+    best = np.maximum.reduceat(prod, starts, axis=0)  # [nb, RY, RX]
+    n = pq.size
+    first = np.where(prod == np.take(best, pb, axis=0), np.arange(n, dtype=np.int32)[:, None, None], n)
+    first = np.minimum.reduceat(first, starts, axis=0)  # lowest pair (= lowest proposal) at the maximum
     canvas.pixels(ys, xs, ok, pq[first])
 
 
@@ -328,15 +334,24 @@ def _exact_positive(
     the others leave ``area_hi``."""
     ys, xs, ok = _block_pixels(blk)
     v = src.pixels(blk, np.arange(blk.n), pq, ys, xs)
-    above = np.count_nonzero((sigmoid32(v, out=v) > np.float32(0.5)) & ok, axis=(0, 1))
+    above = np.count_nonzero((sigmoid32(v, out=v) > np.float32(0.5)) & ok, axis=(1, 2))
     area_lo += np.bincount(pq, weights=above, minlength=area_lo.size).astype(np.int64)
     area_hi -= np.bincount(pq, weights=blk.npix - above, minlength=area_hi.size).astype(np.int64)
 
 
-def _cell_blocks(py: AxisPlan, px: AxisPlan, cy: np.ndarray, cx: np.ndarray) -> _Blocks:
-    y0 = py.run_start[cy]
-    x0 = px.run_start[cx]
-    return _Blocks(cy, cx, y0, y0 + py.run_len[cy], x0, x0 + px.run_len[cx])
+def _tiles(
+    py: AxisPlan, px: AxisPlan, sy: SubRuns, sx: SubRuns, cy: np.ndarray, cx: np.ndarray
+) -> tuple[_Blocks, np.ndarray]:
+    """The tiles (sub-run x sub-run) of cells ``(cy, cx) [n]`` in cell order, and each tile's cell."""
+    ny, nx = sy.count[cy], sx.count[cx]
+    cnt = ny * nx
+    parent = np.repeat(np.arange(cy.size), cnt)
+    local = np.arange(parent.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    nxp = nx[parent]
+    ty = sy.first[cy][parent] + local // nxp
+    tx = sx.first[cx][parent] + local % nxp
+    y0, x0 = sy.start[ty], sx.start[tx]
+    return _Blocks(cy[parent], cx[parent], y0, y0 + sy.length[ty], x0, x0 + sx.length[tx]), parent
 
 
 def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
@@ -417,6 +432,22 @@ def _drop_blocks(blk: _Blocks, gone: np.ndarray, pb: np.ndarray, *pair_arrays: n
     return (blk.take(rest), (np.cumsum(rest) - 1)[pb[sel]], *(a[sel] for a in pair_arrays))
 
 
+def _cell_bounds(logits: np.ndarray, py: AxisPlan, px: AxisPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell and proposal, ``lo, hi [ny, nx, K]``: min / max of the cell's four source logits (which
+    bound every resized logit of the cell), widened by ``_REL_LOGIT`` x the larger magnitude."""
+    r0 = np.take(logits, py.run_i0, axis=0)
+    r1 = np.take(logits, py.run_i1, axis=0)
+    rmin = np.minimum(r0, r1)
+    rmax = np.maximum(r0, r1, out=r0)
+    lo = np.minimum(np.take(rmin, px.run_i0, axis=1), np.take(rmin, px.run_i1, axis=1))
+    hi = np.maximum(np.take(rmax, px.run_i0, axis=1), np.take(rmax, px.run_i1, axis=1))
+    margin = np.maximum(hi, -lo)
+    margin *= _REL_LOGIT
+    lo -= margin
+    hi += margin
+    return lo, hi
+
+
 def merge_fast(
     logits: np.ndarray, scores: np.ndarray, py: AxisPlan, px: AxisPlan, small_area: float, overlap: float
 ) -> MergeResult:
@@ -430,36 +461,31 @@ def merge_fast(
     s_lo = scores * (np.float32(1) - _REL_PROD)
     s_hi = scores * (np.float32(1) + _REL_PROD)
     src = _Source(logits, py, px)
+    sy, sx = sub_runs(py, TILE), sub_runs(px, TILE)
 
     # Level 0: whole cells, bounded by their four source logits.
-    r0 = np.take(logits, py.run_i0, axis=0)
-    r1 = np.take(logits, py.run_i1, axis=0)
-    rmin = np.minimum(r0, r1)
-    rmax = np.maximum(r0, r1)
-    lo = np.minimum(np.take(rmin, px.run_i0, axis=1), np.take(rmin, px.run_i1, axis=1))  # [ny, nx, K]
-    hi = np.maximum(np.take(rmax, px.run_i0, axis=1), np.take(rmax, px.run_i1, axis=1))
-    margin = np.maximum(hi, -lo)
-    margin *= _REL_LOGIT
-    lo -= margin
-    hi += margin
+    lo, hi = _cell_bounds(logits, py, px)
     low, upp = _products(lo, hi, s_lo, s_hi)
     cand = upp >= low.max(axis=-1, keepdims=True)  # the winner is always among these
     decided = np.count_nonzero(cand, axis=-1) == 1
     cell_win = np.argmax(cand, axis=-1)
-
     canvas = _Canvas(np.repeat(np.repeat(cell_win.astype(winner_dtype(k)), py.run_len, 0), px.run_len, 1), k)
     dcy, dcx = np.nonzero(decided)
-    dq = cell_win[dcy, dcx]
-    ylen, xlen = py.run_len[dcy], px.run_len[dcx]
-    canvas.mask_area += np.bincount(dq, weights=ylen * xlen, minlength=k).astype(np.int64)
     y0, x0 = py.run_start[dcy], px.run_start[dcx]
-    canvas.add_boxes(dq, x0, y0, x0 + xlen, y0 + ylen)
+    canvas.add(cell_win[dcy, dcx], y0, y0 + py.run_len[dcy], x0, x0 + px.run_len[dcx])
 
     # Finer levels for the undecided cells: quadrants until decided or small enough for pixels.
     ucy, ucx = np.nonzero(~decided)
-    blk = _cell_blocks(py, px, ucy, ucx)
+    blk = _Blocks(
+        ucy,
+        ucx,
+        py.run_start[ucy],
+        (py.run_start + py.run_len)[ucy],
+        px.run_start[ucx],
+        (px.run_start + px.run_len)[ucx],
+    )
     pb, pq = np.nonzero(cand[ucy, ucx])
-    pu = upp.reshape(-1)[(blk.cy[pb] * px.run_start.size + blk.cx[pb]) * k + pq]
+    pu = upp.reshape(-1)[(ucy[pb] * px.run_start.size + ucx[pb]) * k + pq]
     while pb.size:
         small = blk.npix <= EXACT_PIXELS
         if small.any():
@@ -472,11 +498,10 @@ def merge_fast(
         done = np.bincount(pb, minlength=blk.n) == 1
         canvas.fill(blk.take(done), pq[done[pb]])
         blk, pb, pq, pu = _drop_blocks(blk, done, pb, pq, pu)
+    mask_area, bbox = canvas.areas_and_boxes()
 
     # original_area = count(p > 0.5) is needed only for proposals passing the area test, and only as
-    # precisely as the keep test needs: bounds [area_lo, area_hi] are narrowed (one block per pair) until
-    # the test is decided for every proposal.
-    mask_area = canvas.mask_area
+    # precisely as the keep test needs: bounds [area_lo, area_hi] from cells, then tiles, then pixels.
     area_lo = np.zeros(k, dtype=np.int64)
     area_hi = np.zeros(k, dtype=np.int64)
     need = np.flatnonzero(mask_area > small_area)
@@ -484,36 +509,25 @@ def merge_fast(
         pos = np.take(lo, need, axis=2) > _SIGN_MARGIN
         unsure = np.take(hi, need, axis=2) >= -_SIGN_MARGIN
         unsure &= ~pos
-        ylen, xlen = py.run_len.astype(np.float64), px.run_len.astype(np.float64)
-        for arr, cells in ((area_lo, pos), (area_hi, unsure)):  # sum_y sum_x ylen * xlen * cells (exact)
-            cells64 = cells.reshape(cells.shape[0], -1).astype(np.float64)  # (BLAS, not a mixed-type loop)
-            per_col = ylen @ cells64
-            arr[need] = np.rint(xlen @ per_col.reshape(cells.shape[1], -1))
+        cell_npix = np.outer(py.run_len, px.run_len).reshape(1, -1).astype(np.float64)
+        for arr, cells in ((area_lo, pos), (area_hi, unsure)):  # exact integer sums through BLAS
+            arr[need] = np.rint(cell_npix @ cells.reshape(-1, need.size).astype(np.float64))[0]
         area_hi += area_lo
-        scy, scx, sj = np.nonzero(unsure)
-        blk, pq = _cell_blocks(py, px, scy, scx), need[sj]
-        while pq.size:
-            open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
-            sel = open_q[pq]
-            blk, pq = blk.take(sel), pq[sel]
-            small = blk.npix <= EXACT_PIXELS
-            if small.any():
-                _exact_positive(src, blk.take(small), pq[small], area_lo, area_hi)
-                blk, pq = blk.take(~small), pq[~small]
-            if not pq.size:
-                break
-            blk, parent = _quadrants(blk)
-            pq = pq[parent]
+        open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
+        if open_q.any():
+            scy, scx, sj = np.nonzero(unsure & open_q[need])
+            blk, parent = _tiles(py, px, sy, sx, scy, scx)
+            pq = need[sj][parent]
             blo, bhi = src.bounds(blk, np.arange(blk.n), pq)
             pos = blo > _SIGN_MARGIN
             neg = bhi < -_SIGN_MARGIN
-            area_lo += np.bincount(pq[pos], weights=blk.npix[pos], minlength=k).astype(np.int64)
-            area_hi -= np.bincount(pq[neg], weights=blk.npix[neg], minlength=k).astype(np.int64)
-            unsure = ~(pos | neg)
-            blk, pq = blk.take(unsure), pq[unsure]
+            npix = blk.npix
+            area_lo += np.bincount(pq[pos], weights=npix[pos], minlength=k).astype(np.int64)
+            area_hi -= np.bincount(pq[neg], weights=npix[neg], minlength=k).astype(np.int64)
+            open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
+            sel = ~(pos | neg) & open_q[pq]
+            if sel.any():
+                _exact_positive(src, blk.take(sel), pq[sel], area_lo, area_hi)
 
     kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
-    bbox = np.zeros((k, 4), dtype=np.int64)
-    has = mask_area > 0
-    bbox[has] = canvas.box.T[has]
     return MergeResult(canvas.winner, mask_area, area_lo, kept, bbox)

@@ -116,6 +116,36 @@ def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndar
     return keep
 
 
+_DENSE_PEAKS = 1 << 16  # heatmaps with at most this many values get the whole-array peak test
+
+
+def _dense_peaks(heat: np.ndarray, cut) -> np.ndarray:
+    """Flat indices (ascending) of the peaks of ``heat [h, w, C]`` with value ``>= cut``: the same rule as
+    :func:`_peaks`, with whole-array shifts of a padded copy (padding below every value: -inf for floats,
+    an int16 copy padded with -32768 for codes, so it never beats, ties or wins)."""
+    h, w, c = heat.shape
+    if np.issubdtype(heat.dtype, np.floating):
+        pad = np.full((h + 2, w + 2, c), -np.inf, dtype=heat.dtype)
+    else:
+        pad = np.full((h + 2, w + 2, c), np.iinfo(np.int16).min, dtype=np.int16)
+    pad[1:-1, 1:-1] = heat
+    v = pad[1:-1, 1:-1]
+    top = np.maximum(pad[:-2, :-2], pad[:-2, 1:-1])
+    np.maximum(top, pad[:-2, 2:], out=top)
+    np.maximum(top, pad[1:-1, :-2], out=top)
+    bot = np.maximum(pad[2:, :-2], pad[2:, 1:-1])
+    np.maximum(bot, pad[2:, 2:], out=bot)
+    np.maximum(bot, pad[1:-1, 2:], out=bot)
+    np.maximum(top, bot, out=top)
+    is_max = np.zeros((h + 2, w + 2, c), dtype=bool)
+    peak = np.greater_equal(v, top, out=is_max[1:-1, 1:-1])
+    peak = peak & (v >= cut)
+    for dy, dx in _EARLIER:  # drop a peak tied with an earlier window maximum
+        ys, xs = slice(1 + dy, 1 + dy + h), slice(1 + dx, 1 + dx + w)
+        peak &= ~(is_max[ys, xs] & (pad[ys, xs] == v))
+    return np.flatnonzero(peak)
+
+
 def find_proposals(
     heatmap: np.ndarray,
     num_proposals: int = 50,
@@ -135,6 +165,9 @@ def find_proposals(
     t_floor = _native_cut(logit_threshold(object_mask_threshold), flat.dtype, quant)
     if k < 1:
         raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
+    if n <= _DENSE_PEAKS:
+        idx = _dense_peaks(heatmap, t_floor)
+        return _ranked(idx, flat[idx], k, c, w, object_mask_threshold, quant)
     # Adaptive candidate cut: aim for ~8K candidates from a strided sample; widen until K peaks are found.
     stride = max(1, n // 16384)
     sample = flat[::stride]
@@ -152,13 +185,17 @@ def find_proposals(
             break
         want *= 4
     idx = idx[is_peak]
-    vals = flat[idx]
+    return _ranked(idx, flat[idx], k, c, w, object_mask_threshold, quant)
+
+
+def _ranked(idx: np.ndarray, vals: np.ndarray, k: int, c: int, w: int, threshold: float, quant) -> Proposals:
+    """Top ``k`` of the peaks ``idx [n]`` (ascending flat indices) with values ``vals [n]``, valid only."""
     # idx ascending, stable sort on descending value -> ties to the lower flat index (TF top_k).
     order = np.argsort(-vals.astype(np.float64), kind="stable")[:k]
     idx = idx[order]
     logits = vals[order].astype(np.float32) if quant is None else dequantize(vals[order], quant)
     scores = sigmoid32(logits)
-    valid = scores > np.float32(object_mask_threshold)
+    valid = scores > np.float32(threshold)
     idx, logits, scores = idx[valid], logits[valid], scores[valid]
     pix = idx // c
     yx = np.stack([pix // w, pix % w], axis=1).astype(np.int32)
