@@ -99,17 +99,25 @@ def _axis_plan(in_size: int, out_size: int, keep: int) -> AxisPlan:
 @dataclass(frozen=True)
 class SubRuns:
     """Runs of an :class:`AxisPlan` cut into pieces of at most ``max_len`` output indices (the tiles of the
-    coarse-to-fine merge): ``start``, ``length`` int64 ``[S]``; ``first``, ``count`` int64 ``[R]`` (the
-    pieces of run r are ``first[r] .. first[r] + count[r] - 1``)."""
+    coarse-to-fine merge) by halving: a piece ``[a, b)`` longer than ``max_len`` becomes
+    ``[a, a + (b - a) // 2)`` and ``[a + (b - a) // 2, b)``, recursively. ``start``, ``length`` int64 ``[S]``
+    (ascending); ``first``, ``count`` int64 ``[R]`` (the pieces of run r are ``first[r] ..
+    first[r] + count[r] - 1``); ``piece_of`` int64 ``[n]``: the piece of every output index."""
 
     start: np.ndarray
     length: np.ndarray
     first: np.ndarray
     count: np.ndarray
+    piece_of: np.ndarray
+
+
+def halve(a: np.ndarray, b: np.ndarray, max_len: int) -> np.ndarray:
+    """Split point of ranges ``[a, b)``: ``a + (b - a) // 2`` where longer than ``max_len``, else ``b``."""
+    return np.where(b - a > max_len, a + (b - a) // 2, b)
 
 
 def sub_runs(plan: AxisPlan, max_len: int) -> SubRuns:
-    """Each run cut into ``ceil(len / max_len)`` nearly equal pieces (cached per sizes)."""
+    """The pieces of every run (cached per sizes)."""
     return _sub_runs(plan.in_size, plan.out_size, plan.n, int(max_len))
 
 
@@ -118,14 +126,23 @@ def _sub_runs(in_size: int, out_size: int, keep: int, max_len: int) -> SubRuns:
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     plan = _axis_plan(in_size, out_size, keep)
-    count = -(-plan.run_len // max_len)
-    first = np.cumsum(count) - count
-    run = np.repeat(np.arange(count.size), count)
-    piece = np.arange(run.size) - first[run]
-    # piece j of a run of length L and n pieces spans [j * L // n, (j + 1) * L // n)
-    lo = piece * plan.run_len[run] // count[run]
-    hi = (piece + 1) * plan.run_len[run] // count[run]
-    out = SubRuns(start=plan.run_start[run] + lo, length=hi - lo, first=first, count=count)
+    a, b = plan.run_start, plan.run_start + plan.run_len
+    while (b - a > max_len).any():
+        m = halve(a, b, max_len)
+        a, b = np.concatenate([a, m]), np.concatenate([m, b])
+        ok = b > a
+        a, b = a[ok], b[ok]
+        order = np.argsort(a)
+        a, b = a[order], b[order]
+    run = plan.run_of[a]
+    count = np.bincount(run, minlength=plan.run_start.size)
+    out = SubRuns(
+        start=a,
+        length=b - a,
+        first=np.cumsum(count) - count,
+        count=count,
+        piece_of=np.repeat(np.arange(a.size), b - a),
+    )
     for arr in vars(out).values():
         arr.flags.writeable = False
     return out

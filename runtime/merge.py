@@ -32,18 +32,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from maskconver.runtime.mask_resize import AxisPlan, SubRuns, interpolate_x, resize_rows, sub_runs
+from maskconver.runtime.mask_resize import AxisPlan, SubRuns, halve, interpolate_x, resize_rows, sub_runs
 from maskconver.runtime.peaks import sigmoid32
 
 _ROW_CHUNK = 32  # rows per chunk in the dense merge (memory ~ 4 * chunk * W * K * 4 bytes)
-EXACT_PIXELS = 16  # blocks this small are evaluated pixel by pixel
-TILE = 4  # tiles of at most TILE x TILE pixels bound the p > 0.5 counts of undecided cells
+TILE = 5  # blocks are halved down to tiles of at most TILE x TILE pixels, then evaluated pixel by pixel
 # Safety margins of the bounds (far above float32 rounding of the interpolation, exp and product).
 _REL_LOGIT = np.float32(4e-6)  # x max |source logit| of the cell
 _REL_PROD = np.float32(1e-5)
 _ABS_PROD = np.float32(1e-37)
 _SIGN_MARGIN = np.float32(1e-3)
-_STRONG = np.float32(0.25)  # pairs within this factor of a block's best upper bound are refined first
+_STRONG = np.float32(0.25)  # pairs within this factor of a block's best upper bound are bounded first
 
 
 @dataclass(frozen=True)
@@ -172,28 +171,34 @@ class _Source:
         i10 = base + dy
         return f[base], f[base + dx], f[i10], f[i10 + dx]
 
+    def grid(
+        self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Resized logits of pairs ``(pb, pq)`` at pixel rows ``rows [R, nb]`` x cols ``cols [C, nb]`` of
+        their block -> ``[R, C, n]`` float32 (pairs last: contiguous runs for the min / max over corners;
+        float32 rounding aside, the bilinear values), and the margin ``_REL_LOGIT`` x the largest source
+        magnitude ``[n]`` that covers that rounding."""
+        a, b, c, d = self.corners(blk, pb, pq)
+        lx = np.take(self.px.lerp[cols], pb, axis=1)  # [C, n]
+        ly = np.take(self.py.lerp[rows], pb, axis=1)  # [R, n]
+        top = a + (b - a) * lx
+        dif = c + (d - c) * lx
+        dif -= top
+        v = dif[None, :, :] * ly[:, None, :]
+        v += top[None, :, :]
+        np.abs(a, out=a)
+        np.maximum(a, np.abs(b), out=a)
+        np.maximum(a, np.abs(c), out=a)
+        np.maximum(a, np.abs(d), out=a)
+        a *= _REL_LOGIT
+        return v, a
+
     def bounds(self, blk: _Blocks, pb: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bounds ``lo, hi [n]`` of pair ``(pb, pq)``'s resized logits over its block: min / max at the
-        block's corner pixels, widened by ``_REL_LOGIT`` x the largest source magnitude."""
-        a, b, c, d = self.corners(blk, pb, pq)
-        lx0 = self.px.lerp[blk.x0][pb]
-        lx1 = self.px.lerp[blk.x1 - 1][pb]
-        ly0 = self.py.lerp[blk.y0][pb]
-        ly1 = self.py.lerp[blk.y1 - 1][pb]
-        ba = b - a
-        dc = d - c
-        t0 = a + ba * lx0
-        t1 = a + ba * lx1
-        d0 = (c + dc * lx0) - t0
-        d1 = (c + dc * lx1) - t1
-        v00 = t0 + d0 * ly0
-        v01 = t1 + d1 * ly0
-        v10 = t0 + d0 * ly1
-        v11 = t1 + d1 * ly1
-        m = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.maximum(np.abs(c), np.abs(d)))
-        m *= _REL_LOGIT
-        lo = np.minimum(np.minimum(v00, v01), np.minimum(v10, v11))
-        hi = np.maximum(np.maximum(v00, v01), np.maximum(v10, v11))
+        block's corner pixels, widened by the margin of :meth:`grid`."""
+        v, m = self.grid(blk, pb, pq, np.stack([blk.y0, blk.y1 - 1]), np.stack([blk.x0, blk.x1 - 1]))
+        lo = np.minimum(np.minimum(v[0, 0], v[0, 1]), np.minimum(v[1, 0], v[1, 1]))
+        hi = np.maximum(np.maximum(v[0, 0], v[0, 1]), np.maximum(v[1, 0], v[1, 1]))
         lo -= m
         hi += m
         return lo, hi
@@ -215,35 +220,6 @@ class _Source:
         return out
 
 
-def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
-    """The quadrants of every block (an axis is halved only if longer than 1), parent-major; and the
-    parent index of each child."""
-    my = blk.y0 + (blk.y1 - blk.y0) // 2
-    mx = blk.x0 + (blk.x1 - blk.x0) // 2
-    cy0 = np.stack([blk.y0, blk.y0, my, my], axis=1).ravel()
-    cy1 = np.stack([my, my, blk.y1, blk.y1], axis=1).ravel()
-    cx0 = np.stack([blk.x0, mx, blk.x0, mx], axis=1).ravel()
-    cx1 = np.stack([mx, blk.x1, mx, blk.x1], axis=1).ravel()
-    nonempty = np.flatnonzero((cy1 > cy0) & (cx1 > cx0))
-    parent = nonempty // 4
-    child = _Blocks(
-        blk.cy[parent], blk.cx[parent], cy0[nonempty], cy1[nonempty], cx0[nonempty], cx1[nonempty]
-    )
-    return child, parent
-
-
-def _inherit(nb: int, pb: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of the children: each child repeats its parent's pairs. ``pb [n]`` sorted parent index of
-    the pairs, ``parent [nchild]`` (sorted) -> child index (sorted) and source pair index, ``[m]`` each."""
-    counts = np.bincount(pb, minlength=nb)
-    first = np.cumsum(counts) - counts
-    cnt = counts[parent]
-    offs = np.cumsum(cnt) - cnt
-    total = int(offs[-1] + cnt[-1]) if cnt.size else 0
-    src = np.arange(total) - np.repeat(offs - first[parent], cnt)
-    return np.repeat(np.arange(parent.size), cnt), src
-
-
 def _block_pixels(blk: _Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Padded pixel rows ``ys [n, RY]``, cols ``xs [n, RX]`` of the blocks (past a block's end: repeat
     its last row / col) and ``ok [n, RY, RX]`` marking real pixels."""
@@ -263,51 +239,66 @@ def _starts(pb: np.ndarray) -> np.ndarray:
 
 
 class _Canvas:
-    """The winner map plus rectangles ``(q, y0, y1, x0, x1)`` of the pixels each proposal won, from which
-    areas and boxes are summed at the end."""
+    """Winners on the tile grid (``SubRuns`` pieces of both axes; value k = decided pixel by pixel) plus
+    the per-pixel winners of those tiles; areas, boxes and the winner map are assembled at the end."""
 
-    def __init__(self, winner: np.ndarray, k: int):
-        self.winner = winner
-        self.k = k
-        self.rects: list[tuple[np.ndarray, ...]] = []
-
-    def add(self, q: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> None:
-        self.rects.append((q, y0, y1, x0, x1))
+    def __init__(self, tiles: np.ndarray, sy: SubRuns, sx: SubRuns, k: int, hh: int, ww: int):
+        self.tiles, self.sy, self.sx, self.k, self.hh, self.ww = tiles, sy, sx, k, hh, ww
+        self.exact: list[tuple[np.ndarray, ...]] = []
 
     def fill(self, blk: _Blocks, q: np.ndarray) -> None:
-        """Blocks won entirely by ``q [n]``."""
+        """Blocks (unions of tiles) won entirely by ``q [n]``."""
         if q.size == 0:
             return
-        ys, xs, _ = _block_pixels(blk)
-        self.winner[ys[:, :, None], xs[:, None, :]] = q.astype(self.winner.dtype)[:, None, None]
-        self.add(q, blk.y0, blk.y1, blk.x0, blk.x1)
+        ty0, ty1 = self.sy.piece_of[blk.y0], self.sy.piece_of[blk.y1 - 1] + 1
+        tx0, tx1 = self.sx.piece_of[blk.x0], self.sx.piece_of[blk.x1 - 1] + 1
+        ny, nx = ty1 - ty0, tx1 - tx0
+        ty = ty0[:, None] + np.minimum(np.arange(int(ny.max())), ny[:, None] - 1)
+        tx = tx0[:, None] + np.minimum(np.arange(int(nx.max())), nx[:, None] - 1)
+        self.tiles[ty[:, :, None], tx[:, None, :]] = q[:, None, None]
 
-    def pixels(self, ys: np.ndarray, xs: np.ndarray, ok: np.ndarray, q: np.ndarray) -> None:
-        """Per-pixel winners ``q [n, RY, RX]`` at padded pixels ``ys [n, RY]``, ``xs [n, RX]``."""
-        self.winner[ys[:, :, None], xs[:, None, :]] = q.astype(self.winner.dtype)
-        yy = np.broadcast_to(ys[:, :, None], q.shape)
-        xx = np.broadcast_to(xs[:, None, :], q.shape)
-        if ok.all():
-            qv, yy, xx = q.ravel(), yy.ravel(), xx.ravel()
-        else:
-            qv, yy, xx = q[ok], yy[ok], xx[ok]
-        self.add(qv, yy, yy + 1, xx, xx + 1)
+    def pixels(self, blk: _Blocks, ys: np.ndarray, xs: np.ndarray, ok: np.ndarray, q: np.ndarray) -> None:
+        """Per-pixel winners ``q [n, RY, RX]`` of single-tile blocks at padded pixels ``ys [n, RY]``,
+        ``xs [n, RX]`` (``ok`` marks the real ones)."""
+        self.tiles[self.sy.piece_of[blk.y0], self.sx.piece_of[blk.x0]] = self.k
+        self.exact.append((ys, xs, ok, q))
 
-    def areas_and_boxes(self) -> tuple[np.ndarray, np.ndarray]:
-        """``mask_area [k]`` int64 and ``bbox [k, 4]`` int64 (zeros where nothing was won)."""
-        k = self.k
-        q, y0, y1, x0, x1 = (np.concatenate(parts) for parts in zip(*self.rects, strict=True))
-        mask_area = np.bincount(q, weights=(y1 - y0) * (x1 - x0), minlength=k).astype(np.int64)
-        hh, ww = self.winner.shape
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``winner [H, W]``, ``mask_area [k]`` int64, ``bbox [k, 4]`` int64 (zeros where nothing won)."""
+        k, sy, sx, tiles = self.k, self.sy, self.sx, self.tiles
+        winner = np.repeat(np.repeat(tiles.astype(winner_dtype(k), copy=False), sy.length, 0), sx.length, 1)
+        area = np.outer(sy.length, sx.length).ravel()
+        mask_area = np.bincount(tiles.ravel(), weights=area, minlength=k + 1)[:k]
+        nty, ntx = tiles.shape
+        rows = np.zeros((nty, k + 1), dtype=bool)
+        rows[np.arange(nty)[:, None], tiles] = True
+        cols = np.zeros((ntx, k + 1), dtype=bool)
+        cols[np.arange(ntx)[None, :], tiles] = True
+        rows, cols = rows[:, :k], cols[:, :k]
+        has = rows.any(axis=0)
         box = np.empty((4, k), dtype=np.int64)
-        box[:2] = np.array([[ww], [hh]])
-        box[2:] = 0
-        np.minimum.at(box[0], q, x0)
-        np.minimum.at(box[1], q, y0)
-        np.maximum.at(box[2], q, x1)
-        np.maximum.at(box[3], q, y1)
+        box[0] = np.where(has, sx.start[cols.argmax(axis=0)], self.ww)
+        box[1] = np.where(has, sy.start[rows.argmax(axis=0)], self.hh)
+        last_x = ntx - 1 - cols[::-1].argmax(axis=0)
+        last_y = nty - 1 - rows[::-1].argmax(axis=0)
+        box[2] = np.where(has, sx.start[last_x] + sx.length[last_x], 0)
+        box[3] = np.where(has, sy.start[last_y] + sy.length[last_y], 0)
+        if self.exact:
+            qs, yy, xx = [], [], []
+            for ys, xs, ok, q in self.exact:
+                winner[ys[:, :, None], xs[:, None, :]] = q.astype(winner.dtype)
+                qs.append(q[ok])
+                yy.append(np.broadcast_to(ys[:, :, None], q.shape)[ok])
+                xx.append(np.broadcast_to(xs[:, None, :], q.shape)[ok])
+            q, y, x = np.concatenate(qs), np.concatenate(yy), np.concatenate(xx)
+            mask_area += np.bincount(q, minlength=k)
+            np.minimum.at(box[0], q, x)
+            np.minimum.at(box[1], q, y)
+            np.maximum.at(box[2], q, x + 1)
+            np.maximum.at(box[3], q, y + 1)
+        mask_area = mask_area.astype(np.int64)
         box[:, mask_area == 0] = 0
-        return mask_area, np.ascontiguousarray(box.T)
+        return winner, mask_area, np.ascontiguousarray(box.T)
 
 
 def _exact_winners(
@@ -324,7 +315,7 @@ def _exact_winners(
     n = pq.size
     first = np.where(prod == np.take(best, pb, axis=0), np.arange(n, dtype=np.int32)[:, None, None], n)
     first = np.minimum.reduceat(first, starts, axis=0)  # lowest pair (= lowest proposal) at the maximum
-    canvas.pixels(ys, xs, ok, pq[first])
+    canvas.pixels(blk, ys, xs, ok, pq[first])
 
 
 def _exact_positive(
@@ -339,44 +330,39 @@ def _exact_positive(
     area_hi -= np.bincount(pq, weights=blk.npix - above, minlength=area_hi.size).astype(np.int64)
 
 
-def _tiles(
-    py: AxisPlan, px: AxisPlan, sy: SubRuns, sx: SubRuns, cy: np.ndarray, cx: np.ndarray
-) -> tuple[_Blocks, np.ndarray]:
-    """The tiles (sub-run x sub-run) of cells ``(cy, cx) [n]`` in cell order, and each tile's cell."""
-    ny, nx = sy.count[cy], sx.count[cx]
-    cnt = ny * nx
-    parent = np.repeat(np.arange(cy.size), cnt)
-    local = np.arange(parent.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    nxp = nx[parent]
-    ty = sy.first[cy][parent] + local // nxp
-    tx = sx.first[cx][parent] + local % nxp
-    y0, x0 = sy.start[ty], sx.start[tx]
-    return _Blocks(cy[parent], cx[parent], y0, y0 + sy.length[ty], x0, x0 + sx.length[tx]), parent
+def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
+    """The non-empty quadrants of every block (axes halved as in :func:`_refine`), parent-major, and the
+    parent index of each."""
+    my = halve(blk.y0, blk.y1, TILE)
+    mx = halve(blk.x0, blk.x1, TILE)
+    cy0 = np.stack([blk.y0, blk.y0, my, my], axis=1).ravel()
+    cy1 = np.stack([my, my, blk.y1, blk.y1], axis=1).ravel()
+    cx0 = np.stack([blk.x0, mx, blk.x0, mx], axis=1).ravel()
+    cx1 = np.stack([mx, blk.x1, mx, blk.x1], axis=1).ravel()
+    nonempty = np.flatnonzero((cy1 > cy0) & (cx1 > cx0))
+    parent = nonempty // 4
+    child = _Blocks(
+        blk.cy[parent], blk.cx[parent], cy0[nonempty], cy1[nonempty], cx0[nonempty], cx1[nonempty]
+    )
+    return child, parent
 
 
 def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
-    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds ``lo <= v <= hi``.
+    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds ``lo <= v <= hi`` (overwritten).
 
     Computed as ``s / (1 + exp(-v))`` in place (a few float32 ulps from ``sigmoid32(v) * s``, far inside
     the ``_REL_PROD`` factor folded into ``s_lo`` / ``s_hi``)."""
-    out = []
     with np.errstate(over="ignore", under="ignore"):
         for v, s, pad in ((lo, s_lo, -_ABS_PROD), (hi, s_hi, _ABS_PROD)):
-            t = np.negative(v)
-            np.exp(t, out=t)
-            t += np.float32(1)
-            np.divide(s, t, out=t)
-            t += pad
-            out.append(t)
-    return out[0], out[1]
+            np.negative(v, out=v)
+            np.exp(v, out=v)
+            v += np.float32(1)
+            np.divide(s, v, out=v)
+            v += pad
+    return lo, hi
 
 
-def _interleave(x: np.ndarray, y: np.ndarray, at_x: np.ndarray, at_y: np.ndarray) -> np.ndarray:
-    """``x`` and ``y`` placed at positions ``at_x`` / ``at_y`` of one array of ``x.size + y.size``."""
-    out = np.empty(x.size + y.size, dtype=x.dtype)
-    out[at_x] = x
-    out[at_y] = y
-    return out
+_SLOTS = np.arange(4)
 
 
 def _refine(
@@ -387,64 +373,114 @@ def _refine(
     pb: np.ndarray,
     pq: np.ndarray,
     pu: np.ndarray,
-) -> tuple[_Blocks, np.ndarray, np.ndarray, np.ndarray]:
-    """Split undecided blocks into quadrants and prune each child's candidates.
+    starts: np.ndarray,
+) -> tuple[_Blocks, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split blocks into quadrants (an axis is halved only if longer than ``TILE``, see
+    :func:`maskconver.runtime.mask_resize.halve`) and prune each quadrant's candidates.
 
-    ``pb``/``pq``/``pu`` ``[n]``: block (sorted), proposal and upper product bound of the candidate pairs.
-    Two phases: children bounds of the *strong* pairs (upper bound within ``_STRONG`` of the block's best)
-    give each child a lower bound of its best product; a weak pair needs bounds only if its parent upper
-    bound reaches that. Returns the children and their surviving pairs (sorted by child, then proposal).
+    ``pb``/``pq``/``pu`` ``[n]``: block (sorted), proposal and upper product bound of the candidate pairs,
+    ``starts`` the first pair of every block. The resized logits of a pair at 4 x 4 pixels (first and last
+    row / column of each quadrant) bound all four quadrants at once. Pairs within ``_STRONG`` of their
+    block's best upper bound are bounded first; the others only where they can still reach a quadrant's
+    best lower bound (at a boundary between confident masks every faint proposal is a cell candidate).
+    Returns the non-empty quadrants, their surviving pairs (sorted by quadrant, then proposal) with their
+    upper bounds, and the quadrants' first pairs.
     """
-    child, parent = _quadrants(blk)
-    k = src.k
-    strong = pu >= np.maximum.reduceat(pu, _starts(pb))[pb] * _STRONG
-    cb, i = _inherit(blk.n, pb[strong], parent)
-    cq = pq[strong][i]
-    low, upp = _products(*src.bounds(child, cb, cq), s_lo[cq], s_hi[cq])
-    best = np.maximum.reduceat(low, _starts(cb))  # every child has its parent's strong pairs
+    my = halve(blk.y0, blk.y1, TILE)
+    mx = halve(blk.x0, blk.x1, TILE)
+    # rows: first row of each half, then last row of each half (same for columns)
+    rows = np.stack([blk.y0, np.minimum(my, blk.y1 - 1), np.maximum(my - 1, blk.y0), blk.y1 - 1])
+    cols = np.stack([blk.x0, np.minimum(mx, blk.x1 - 1), np.maximum(mx - 1, blk.x0), blk.x1 - 1])
+
+    def bound(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v, m = src.grid(blk, pb[sel], pq[sel], rows, cols)  # [4, 4, n_sel]
+        a, b, c, d = v[:2, :2], v[:2, 2:], v[2:, :2], v[2:, 2:]  # the four corners of each quadrant
+        lo = np.minimum(np.minimum(a, b), np.minimum(c, d)).reshape(4, -1)  # [slot, n_sel]
+        hi = np.maximum(np.maximum(a, b), np.maximum(c, d)).reshape(4, -1)
+        lo -= m
+        hi += m
+        return _products(lo, hi, s_lo[pq[sel]], s_hi[pq[sel]])
+
+    # strong pairs first: they give every quadrant a lower bound of its best product; a weak pair is
+    # bounded only if its block-wide upper bound reaches the smallest of those.
+    strong = pu >= np.maximum.reduceat(pu, starts)[pb] * _STRONG
+    si = np.flatnonzero(strong)  # every block has a strong pair
+    low, upp_s = bound(si)
+    best = np.maximum.reduceat(low, _starts(pb[si]), axis=1)  # [slot, nb] (empty quadrants: 0)
     weak = ~strong
-    if weak.any():
-        # a weak pair can survive in some child only if it reaches the smallest child's best lower bound
-        child_start = np.flatnonzero(np.diff(parent, prepend=-1))
-        weak &= pu >= np.minimum.reduceat(best, child_start)[pb]
-    if weak.any():
-        wb, i = _inherit(blk.n, pb[weak], parent)
-        alive = pu[weak][i] >= best[wb]
-        wb, wq = wb[alive], pq[weak][i][alive]
-        if wb.size:
-            wlow, wupp = _products(*src.bounds(child, wb, wq), s_lo[wq], s_hi[wq])
-            # merge the two (child, proposal)-sorted lists (disjoint keys) without sorting
-            ks, kw = cb * k + cq, wb * k + wq
-            at_s = np.arange(ks.size) + np.searchsorted(kw, ks)
-            at_w = np.arange(kw.size) + np.searchsorted(ks, kw)
-            cb, cq, low, upp = (
-                _interleave(x, y, at_s, at_w) for x, y in ((cb, wb), (cq, wq), (low, wlow), (upp, wupp))
-            )
-            best = np.maximum.reduceat(low, _starts(cb))
-    keep = upp >= best[cb]
-    return child, cb[keep], cq[keep], upp[keep]
+    weak &= pu >= best.min(axis=0)[pb]
+    wi = np.flatnonzero(weak)
+    if wi.size:
+        strong |= weak
+        at = np.cumsum(strong) - 1
+        upp = np.empty((4, at[-1] + 1), dtype=np.float32)
+        upp[:, at[si]] = upp_s
+        upp[:, at[wi]] = bound(wi)[1]
+        sel = np.flatnonzero(strong)
+        pb, pq = pb[sel], pq[sel]
+        starts = _starts(pb)
+    else:
+        upp = upp_s
+        pb, pq = pb[si], pq[si]
+        starts = _starts(pb)
+    cy0 = np.stack([blk.y0, blk.y0, my, my])  # [slot, nb]; slot = 2 * (lower half) + (right half)
+    cy1 = np.stack([my, my, blk.y1, blk.y1])
+    cx0 = np.stack([blk.x0, mx, blk.x0, mx])
+    cx1 = np.stack([mx, blk.x1, mx, blk.x1])
+    nonempty = ((cy1 > cy0) & (cx1 > cx0)).T  # [nb, slot]
+    keep = upp >= np.take(best, pb, axis=1)
+    keep &= nonempty[pb].T
+    # survivors grouped by quadrant (block, then slot), in pair (= proposal) order within a quadrant
+    csum = np.cumsum(keep, axis=1)  # [slot, n]
+    before = np.zeros((4, blk.n), dtype=csum.dtype)
+    before[:, 1:] = csum[:, starts[1:] - 1]
+    ends = np.append(starts[1:], pb.size) - 1
+    count = (csum[:, ends] - before).T.ravel()  # [nb * 4], (block, slot) order
+    first = np.cumsum(count) - count
+    child = pb * 4 + _SLOTS[:, None]  # [slot, n]
+    dest = (first[child] + csum - before[:, pb] - 1)[keep]
+    cq = np.empty(dest.size, dtype=pq.dtype)
+    cq[dest] = np.broadcast_to(pq, keep.shape)[keep]
+    ne = nonempty.ravel()
+    cb = np.empty(dest.size, dtype=pb.dtype)
+    cb[dest] = (np.cumsum(ne) - 1)[child[keep]]
+    cu = np.empty(dest.size, dtype=upp.dtype)
+    cu[dest] = upp[keep]
+    children = _Blocks(
+        np.repeat(blk.cy, 4)[ne],
+        np.repeat(blk.cx, 4)[ne],
+        cy0.T.ravel()[ne],
+        cy1.T.ravel()[ne],
+        cx0.T.ravel()[ne],
+        cx1.T.ravel()[ne],
+    )
+    return children, cb, cq, cu, first[ne]
 
 
-def _drop_blocks(blk: _Blocks, gone: np.ndarray, pb: np.ndarray, *pair_arrays: np.ndarray):
-    """Remove blocks flagged ``gone [nb]`` and their pairs (renumbering the rest)."""
+def _drop_blocks(
+    blk: _Blocks, gone: np.ndarray, pb: np.ndarray, pq: np.ndarray, pu: np.ndarray
+) -> tuple[_Blocks, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Remove blocks flagged ``gone [nb]`` and their pairs (renumbering the rest); new block starts."""
     rest = ~gone
     sel = rest[pb]
-    return (blk.take(rest), (np.cumsum(rest) - 1)[pb[sel]], *(a[sel] for a in pair_arrays))
+    pb = (np.cumsum(rest) - 1)[pb[sel]]
+    return blk.take(rest), pb, pq[sel], pu[sel], _starts(pb)
 
 
 def _cell_bounds(logits: np.ndarray, py: AxisPlan, px: AxisPlan) -> tuple[np.ndarray, np.ndarray]:
     """Per cell and proposal, ``lo, hi [ny, nx, K]``: min / max of the cell's four source logits (which
-    bound every resized logit of the cell), widened by ``_REL_LOGIT`` x the larger magnitude."""
+    bound every resized logit of the cell), widened by ``_REL_LOGIT`` x the largest magnitude of all logits."""
     r0 = np.take(logits, py.run_i0, axis=0)
     r1 = np.take(logits, py.run_i1, axis=0)
     rmin = np.minimum(r0, r1)
     rmax = np.maximum(r0, r1, out=r0)
-    lo = np.minimum(np.take(rmin, px.run_i0, axis=1), np.take(rmin, px.run_i1, axis=1))
-    hi = np.maximum(np.take(rmax, px.run_i0, axis=1), np.take(rmax, px.run_i1, axis=1))
-    margin = np.maximum(hi, -lo)
-    margin *= _REL_LOGIT
-    lo -= margin
-    hi += margin
+    lo = np.take(rmin, px.run_i0, axis=1)
+    np.minimum(lo, np.take(rmin, px.run_i1, axis=1), out=lo)
+    hi = np.take(rmax, px.run_i0, axis=1)
+    np.maximum(hi, np.take(rmax, px.run_i1, axis=1), out=hi)
+    margin = _REL_LOGIT * max(float(logits.max()), -float(logits.min()), 0.0)
+    lo -= np.float32(margin)
+    hi += np.float32(margin)
     return lo, hi
 
 
@@ -465,43 +501,36 @@ def merge_fast(
 
     # Level 0: whole cells, bounded by their four source logits.
     lo, hi = _cell_bounds(logits, py, px)
-    low, upp = _products(lo, hi, s_lo, s_hi)
+    low, upp = _products(lo.copy(), hi.copy(), s_lo, s_hi)
     cand = upp >= low.max(axis=-1, keepdims=True)  # the winner is always among these
     decided = np.count_nonzero(cand, axis=-1) == 1
     cell_win = np.argmax(cand, axis=-1)
-    canvas = _Canvas(np.repeat(np.repeat(cell_win.astype(winner_dtype(k)), py.run_len, 0), px.run_len, 1), k)
-    dcy, dcx = np.nonzero(decided)
-    y0, x0 = py.run_start[dcy], px.run_start[dcx]
-    canvas.add(cell_win[dcy, dcx], y0, y0 + py.run_len[dcy], x0, x0 + px.run_len[dcx])
+    tiles = np.repeat(np.repeat(cell_win.astype(winner_dtype(k + 1)), sy.count, 0), sx.count, 1)
+    canvas = _Canvas(tiles, sy, sx, k, hh, ww)
 
-    # Finer levels for the undecided cells: quadrants until decided or small enough for pixels.
+    # Finer levels for the undecided cells: quadrants until decided or a single tile (pixel by pixel).
     ucy, ucx = np.nonzero(~decided)
-    blk = _Blocks(
-        ucy,
-        ucx,
-        py.run_start[ucy],
-        (py.run_start + py.run_len)[ucy],
-        px.run_start[ucx],
-        (px.run_start + px.run_len)[ucx],
-    )
+    run_end_y, run_end_x = py.run_start + py.run_len, px.run_start + px.run_len
+    blk = _Blocks(ucy, ucx, py.run_start[ucy], run_end_y[ucy], px.run_start[ucx], run_end_x[ucx])
     pb, pq = np.nonzero(cand[ucy, ucx])
-    pu = upp.reshape(-1)[(ucy[pb] * px.run_start.size + ucx[pb]) * k + pq]
+    pu = upp[ucy[pb], ucx[pb], pq]
+    starts = _starts(pb)
     while pb.size:
-        small = blk.npix <= EXACT_PIXELS
+        small = (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
         if small.any():
             sel = small[pb]
             _exact_winners(src, scores, blk.take(small), (np.cumsum(small) - 1)[pb[sel]], pq[sel], canvas)
-            blk, pb, pq, pu = _drop_blocks(blk, small, pb, pq, pu)
+            blk, pb, pq, pu, starts = _drop_blocks(blk, small, pb, pq, pu)
             if not pb.size:
                 break
-        blk, pb, pq, pu = _refine(src, s_lo, s_hi, blk, pb, pq, pu)
-        done = np.bincount(pb, minlength=blk.n) == 1
-        canvas.fill(blk.take(done), pq[done[pb]])
-        blk, pb, pq, pu = _drop_blocks(blk, done, pb, pq, pu)
-    mask_area, bbox = canvas.areas_and_boxes()
+        blk, pb, pq, pu, starts = _refine(src, s_lo, s_hi, blk, pb, pq, pu, starts)
+        done = np.diff(np.append(starts, pb.size)) == 1
+        canvas.fill(blk.take(done), pq[starts[done]])
+        blk, pb, pq, pu, starts = _drop_blocks(blk, done, pb, pq, pu)
+    winner, mask_area, bbox = canvas.result()
 
     # original_area = count(p > 0.5) is needed only for proposals passing the area test, and only as
-    # precisely as the keep test needs: bounds [area_lo, area_hi] from cells, then tiles, then pixels.
+    # precisely as the keep test needs: bounds [area_lo, area_hi] from cells, then quadrants, then pixels.
     area_lo = np.zeros(k, dtype=np.int64)
     area_hi = np.zeros(k, dtype=np.int64)
     need = np.flatnonzero(mask_area > small_area)
@@ -514,20 +543,30 @@ def merge_fast(
             arr[need] = np.rint(cell_npix @ cells.reshape(-1, need.size).astype(np.float64))[0]
         area_hi += area_lo
         open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
-        if open_q.any():
-            scy, scx, sj = np.nonzero(unsure & open_q[need])
-            blk, parent = _tiles(py, px, sy, sx, scy, scx)
-            pq = need[sj][parent]
+        scy, scx, sj = np.nonzero(unsure & open_q[need])
+        blk, pq = (
+            _Blocks(scy, scx, py.run_start[scy], run_end_y[scy], px.run_start[scx], run_end_x[scx]),
+            need[sj],
+        )
+        while pq.size:
+            sel = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)[pq]
+            blk, pq = blk.take(sel), pq[sel]
+            small = (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
+            if small.any():
+                _exact_positive(src, blk.take(small), pq[small], area_lo, area_hi)
+                blk, pq = blk.take(~small), pq[~small]
+            if not pq.size:
+                break
+            blk, parent = _quadrants(blk)
+            pq = pq[parent]
             blo, bhi = src.bounds(blk, np.arange(blk.n), pq)
             pos = blo > _SIGN_MARGIN
             neg = bhi < -_SIGN_MARGIN
             npix = blk.npix
             area_lo += np.bincount(pq[pos], weights=npix[pos], minlength=k).astype(np.int64)
             area_hi -= np.bincount(pq[neg], weights=npix[neg], minlength=k).astype(np.int64)
-            open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
-            sel = ~(pos | neg) & open_q[pq]
-            if sel.any():
-                _exact_positive(src, blk.take(sel), pq[sel], area_lo, area_hi)
+            unsure = ~(pos | neg)
+            blk, pq = blk.take(unsure), pq[unsure]
 
     kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
-    return MergeResult(canvas.winner, mask_area, area_lo, kept, bbox)
+    return MergeResult(winner, mask_area, area_lo, kept, bbox)
