@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan
@@ -156,6 +157,27 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     )
 
 
+_MASK_HEADS: dict[tuple, tuple[tuple, dict[str, np.ndarray]]] = {}
+
+
+def _checked_mask_head(
+    mask_head: Mapping[str, np.ndarray], num_classes: int, dim: int
+) -> dict[str, np.ndarray]:
+    """:func:`_check_mask_head`, remembered for the same array objects (a Segmenter passes the same
+    mask head every frame; the cache holds references, so the ids stay unique). Arrays changed in place
+    after a first decode are not checked again."""
+    arrays = tuple(mask_head.get(k) for k in MASK_HEAD_KEYS) if isinstance(mask_head, Mapping) else ()
+    key = (tuple(id(a) for a in arrays), num_classes, dim)
+    hit = _MASK_HEADS.get(key)
+    if hit is not None and all(x is y for x, y in zip(hit[0], arrays, strict=True)):
+        return hit[1]
+    mh = _check_mask_head(mask_head, num_classes, dim)
+    if len(_MASK_HEADS) >= 8:
+        _MASK_HEADS.clear()
+    _MASK_HEADS[key] = (arrays, mh)
+    return mh
+
+
 def _check_mask_head(
     mask_head: Mapping[str, np.ndarray], num_classes: int, dim: int
 ) -> dict[str, np.ndarray]:
@@ -188,6 +210,13 @@ def _check_mask_head(
     for k in MASK_HEAD_KEYS:
         _check_finite(mh[k], f"mask_head[{k!r}]")
     return mh
+
+
+@lru_cache(maxsize=16)
+def _thing_table_of(thing_ids: tuple | None, num_classes: int) -> np.ndarray:
+    table = thing_table(thing_ids, num_classes)
+    table.flags.writeable = False
+    return table
 
 
 def thing_table(thing_ids: Iterable[int] | np.ndarray | None, num_classes: int) -> np.ndarray:
@@ -242,15 +271,15 @@ def mask_logits(
     For codes: ``scale * (q @ E^T - zero_point * sum_d E)``, so the feature map is never dequantised.
     """
     h, w, d = features.shape
-    emb_t = np.ascontiguousarray(embeddings.T, dtype=np.float32)
+    emb_t = np.array(embeddings.T, dtype=np.float32, order="C")  # a copy: scaled in place below
     flat = features.reshape(h * w, d)
     if quant is None:
         out = flat.astype(np.float32, copy=False) @ emb_t
     else:
         scale, zero_point = quant
+        emb_t *= np.float32(scale)  # s * (q @ E^T - zp * sum E) = q @ (s E)^T - zp * sum(s E)
         out = flat.astype(np.float32) @ emb_t
         out -= np.float32(zero_point) * emb_t.sum(axis=0)
-        out *= np.float32(scale)
     return out.reshape(h, w, -1)
 
 
@@ -379,7 +408,7 @@ def decode_panoptic(
             f"mask_features {feats.shape}; expected [h, w, C], [h, w, D], [h, w, D]"
         )
     d = center.shape[2]
-    mh = _check_mask_head(mask_head, c, d)
+    mh = _checked_mask_head(mask_head, c, d)
     if output_size is None:
         if valid_size is not None:
             raise ValueError("valid_size needs output_size = the original image size (H0, W0)")
@@ -388,7 +417,10 @@ def decode_panoptic(
     input_size = (stride * h, stride * w) if input_size is None else (int(input_size[0]), int(input_size[1]))
     py, px, canvas_area = output_plans((h, w), output_size, valid_size, input_size)
     small_area = float(small_area_threshold) * canvas_area / float(canvas_size[0] * canvas_size[1])
-    is_thing = thing_table(thing_ids, c)
+    try:  # ids given as a tuple (or None): the table is cached
+        is_thing = _thing_table_of(thing_ids, c)  # type: ignore[arg-type]
+    except TypeError:  # unhashable (list, array)
+        is_thing = thing_table(thing_ids, c)
 
     props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)
     rows = center[props.yx[:, 0], props.yx[:, 1]]

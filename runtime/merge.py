@@ -37,6 +37,10 @@ from maskconver.runtime.peaks import sigmoid32
 
 _ROW_CHUNK = 32  # rows per chunk in the dense merge (memory ~ 4 * chunk * W * K * 4 bytes)
 TILE = 5  # blocks are halved down to tiles of at most TILE x TILE pixels, then evaluated pixel by pixel
+# Cells of at most DIRECT_PIXELS are evaluated pixel by pixel at once (fewer steps for small outputs)
+# when that is at most DIRECT_WORK pixel x candidate evaluations.
+DIRECT_PIXELS = 64
+DIRECT_WORK = 1 << 17
 # Safety margins of the bounds (far above float32 rounding of the interpolation, exp and product).
 _REL_LOGIT = np.float32(4e-6)  # x max |source logit| of the cell
 _REL_PROD = np.float32(1e-5)
@@ -246,21 +250,21 @@ class _Canvas:
         self.tiles, self.sy, self.sx, self.k, self.hh, self.ww = tiles, sy, sx, k, hh, ww
         self.exact: list[tuple[np.ndarray, ...]] = []
 
-    def fill(self, blk: _Blocks, q: np.ndarray) -> None:
-        """Blocks (unions of tiles) won entirely by ``q [n]``."""
-        if q.size == 0:
+    def fill(self, blk: _Blocks, q: np.ndarray | int) -> None:
+        """Blocks (unions of tiles) won entirely by ``q [n]`` (or marked ``k``: decided pixel by pixel)."""
+        if blk.n == 0:
             return
         ty0, ty1 = self.sy.piece_of[blk.y0], self.sy.piece_of[blk.y1 - 1] + 1
         tx0, tx1 = self.sx.piece_of[blk.x0], self.sx.piece_of[blk.x1 - 1] + 1
         ny, nx = ty1 - ty0, tx1 - tx0
         ty = ty0[:, None] + np.minimum(np.arange(int(ny.max())), ny[:, None] - 1)
         tx = tx0[:, None] + np.minimum(np.arange(int(nx.max())), nx[:, None] - 1)
-        self.tiles[ty[:, :, None], tx[:, None, :]] = q[:, None, None]
+        self.tiles[ty[:, :, None], tx[:, None, :]] = q if np.isscalar(q) else q[:, None, None]
 
     def pixels(self, blk: _Blocks, ys: np.ndarray, xs: np.ndarray, ok: np.ndarray, q: np.ndarray) -> None:
-        """Per-pixel winners ``q [n, RY, RX]`` of single-tile blocks at padded pixels ``ys [n, RY]``,
-        ``xs [n, RX]`` (``ok`` marks the real ones)."""
-        self.tiles[self.sy.piece_of[blk.y0], self.sx.piece_of[blk.x0]] = self.k
+        """Per-pixel winners ``q [n, RY, RX]`` of blocks at padded pixels ``ys [n, RY]``, ``xs [n, RX]``
+        (``ok`` marks the real ones)."""
+        self.fill(blk, self.k)
         self.exact.append((ys, xs, ok, q))
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -515,8 +519,10 @@ def merge_fast(
     pb, pq = np.nonzero(cand[ucy, ucx])
     pu = upp[ucy[pb], ucx[pb], pq]
     starts = _starts(pb)
+    cell_pixels = int(py.run_len.max()) * int(px.run_len.max())
+    direct = cell_pixels <= DIRECT_PIXELS and pb.size * cell_pixels <= DIRECT_WORK
     while pb.size:
-        small = (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
+        small = np.full(blk.n, True) if direct else (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
         if small.any():
             sel = small[pb]
             _exact_winners(src, scores, blk.take(small), (np.cumsum(small) - 1)[pb[sel]], pq[sel], canvas)
@@ -551,7 +557,7 @@ def merge_fast(
         while pq.size:
             sel = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)[pq]
             blk, pq = blk.take(sel), pq[sel]
-            small = (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
+            small = np.full(blk.n, True) if direct else (blk.y1 - blk.y0 <= TILE) & (blk.x1 - blk.x0 <= TILE)
             if small.any():
                 _exact_positive(src, blk.take(small), pq[small], area_lo, area_hi)
                 blk, pq = blk.take(~small), pq[~small]
