@@ -15,9 +15,16 @@ from maskconver.runtime.decode import (
     mask_logits,
     output_plans,
 )
-from maskconver.runtime.mask_resize import axis_plan, resize_bilinear
+from maskconver.runtime.mask_resize import axis_plan, resize_bilinear, sub_runs
 from maskconver.runtime.merge import merge_dense, merge_fast
-from maskconver.runtime.peaks import find_proposals, sigmoid32
+from maskconver.runtime.peaks import (
+    _dense_peaks,
+    _native_cut,
+    _peaks,
+    find_proposals,
+    logit_threshold,
+    sigmoid32,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
@@ -234,7 +241,14 @@ def _random_logits(rng, h, w, k, sharp: bool) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("h", "w", "hh", "ww", "keep"),
-    [(8, 8, 160, 160, None), (6, 9, 37, 101, None), (10, 7, 33, 29, (30, 20)), (12, 12, 5, 7, None)],
+    [
+        (8, 8, 160, 160, None),  # 20-pixel cells: three quadrant levels
+        (6, 9, 37, 101, None),
+        (10, 7, 33, 29, (30, 20)),
+        (12, 12, 5, 7, None),
+        (16, 16, 128, 128, None),  # the demo model's 8-pixel cells: pixels of whole cells at once
+        (5, 4, 173, 150, (160, 121)),  # 35-pixel cells, cropped (original-resolution mode)
+    ],
 )
 @pytest.mark.parametrize("sharp", [False, True])
 def test_fast_merge_equals_dense_random(h, w, hh, ww, keep, sharp):
@@ -253,6 +267,40 @@ def test_fast_merge_equals_dense_random(h, w, hh, ww, keep, sharp):
     assert dense.winner.shape == (ky, kx)
     assert not (dense.winner == 4).any()
     assert dense.mask_area.sum() == ky * kx
+
+
+def test_fast_merge_equals_dense_many_proposals():
+    """K > 255 (int32 winner map) and many faint candidates per cell."""
+    rng = np.random.default_rng(21)
+    k = 300
+    logits = _random_logits(rng, 6, 5, k, sharp=True)
+    scores = np.sort(rng.uniform(0.02, 0.9, k).astype(np.float32))[::-1].copy()
+    py, px = axis_plan(6, 70), axis_plan(5, 64)
+    dense = merge_dense(logits, scores, py, px, 5.0, 0.7)
+    fast = merge_fast(logits, scores, py, px, 5.0, 0.7)
+    _assert_merge_equal(dense, fast)
+    assert dense.winner.dtype == np.int32 and (dense.mask_area > 0).sum() > 10
+
+
+def test_sub_runs_are_halvings_of_the_runs():
+    for n_in, n_out, keep in [(32, 640, None), (80, 640, None), (16, 128, None), (5, 173, 160), (7, 3, None)]:
+        plan = axis_plan(n_in, n_out, keep)
+        for max_len in (1, 4, 5):
+            pieces = sub_runs(plan, max_len)
+            ends = pieces.start + pieces.length
+            assert pieces.start[0] == 0 and ends[-1] == plan.n and (pieces.start[1:] == ends[:-1]).all()
+            assert (pieces.length >= 1).all() and (pieces.length <= max(max_len, 1)).all()
+            # every piece lies in one run, and the pieces of run r are first[r] .. first[r] + count[r] - 1
+            run = plan.run_of[pieces.start]
+            assert (plan.run_of[ends - 1] == run).all()
+            np.testing.assert_array_equal(np.bincount(run, minlength=plan.run_start.size), pieces.count)
+            np.testing.assert_array_equal(pieces.start[pieces.first], plan.run_start)
+            np.testing.assert_array_equal(
+                pieces.piece_of, np.repeat(np.arange(pieces.start.size), pieces.length)
+            )
+    # halving: a run of 20 -> 10 -> 5 (max_len 5), or -> 5 -> 2 + 3 (max_len 4)
+    np.testing.assert_array_equal(sub_runs(axis_plan(32, 640), 5).length[4:8], [5, 5, 5, 5])
+    np.testing.assert_array_equal(sub_runs(axis_plan(32, 640), 4).length[4:8], [2, 3, 2, 3])
 
 
 def test_keep_test_bounds_are_only_trusted_when_decided():
@@ -352,6 +400,27 @@ def test_peaks_match_brute_force_float(seed):
     ref = _brute_force_proposals(heat, 25, 0.02, None)
     assert [tuple(map(int, t)) for t in zip(p.yx[:, 0], p.yx[:, 1], p.classes, strict=True)] == ref
     assert np.all(np.diff(p.scores) <= 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.uint8])
+def test_whole_array_peaks_equal_candidate_peaks(dtype):
+    """Small heatmaps take the whole-array peak test, large ones the candidate test: same peaks."""
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        shape = (int(rng.integers(1, 12)), int(rng.integers(1, 12)), int(rng.integers(1, 5)))
+        if dtype == np.float32:
+            heat = np.round(rng.normal(-3, 2, shape), 1).astype(np.float32)  # rounding: plateaus
+            quant = None
+        else:
+            info = np.iinfo(dtype)
+            heat = rng.integers(info.min, info.min + 12, shape).astype(dtype)  # coarse codes
+            heat.flat[rng.integers(0, heat.size, 3)] = info.max  # include the extreme codes
+            quant = (0.5, float(info.min) + 6)
+        flat = heat.reshape(-1)
+        cut = _native_cut(logit_threshold(0.01 if trial % 2 else 0.0), flat.dtype, quant)
+        cand = np.flatnonzero(flat >= cut)
+        want = cand[_peaks(flat, cand, *heat.shape)]
+        np.testing.assert_array_equal(_dense_peaks(heat, cut), want)
 
 
 def _dense_reference_proposals(heat: np.ndarray, k: int, thr: float, quant) -> list[tuple[int, int, int]]:
@@ -539,6 +608,23 @@ def test_empty_heatmap_gives_all_void():
             method=method,
         )
         assert not q.category_mask.any() and q.category_mask.shape == (640, 640)
+
+
+def test_mask_head_checks_are_remembered_per_array_objects():
+    rng = np.random.default_rng(1)
+    head = _tiny_head(rng, 5, 8)
+    heat = rng.normal(-2, 2, (1, 4, 4, 5)).astype(np.float32)
+    emb = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    first = decode_panoptic(heat, emb, emb, head, output_size=(32, 32))
+    again = decode_panoptic(heat, emb, emb, dict(head), output_size=(32, 32))  # same arrays, new dict
+    np.testing.assert_array_equal(first.category_mask, again.category_mask)
+    bad = dict(head, mlp_norm_beta=np.full(8, np.nan, np.float32))  # a new array is checked
+    with pytest.raises(ValueError, match="mlp_norm_beta"):
+        decode_panoptic(heat, emb, emb, bad, output_size=(32, 32))
+    other = _tiny_head(np.random.default_rng(2), 5, 8)  # other weights, other result
+    assert not np.array_equal(
+        decode_panoptic(heat, emb, emb, other, output_size=(32, 32)).mask_logits, first.mask_logits
+    )
 
 
 def test_bad_inputs_are_explained():
