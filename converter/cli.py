@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConversionError, CheckpointError, ConfigError, CalibrationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. the output disk filled up; nothing under a final name was replaced
+        where = e.filename or args.out
+        print(
+            f"error: cannot write to {where}: {e.strerror or e}; free space or choose another -o",
+            file=sys.stderr,
+        )
+        return 1
     name = report["model"]["name"]
     print(f"{args.out}/{name}.tflite")
     return 0

@@ -184,7 +184,8 @@ def convert(
     from maskconver.converter.delegate_check import check_delegates, count_xnnpack_partitions
 
     dele = check_delegates(tfl_meta)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".maskconver-", dir=out_dir))
+    remove_stale_work_dirs(out_dir)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".maskconver-{os.getpid()}-", dir=out_dir))
     try:
         tfl_path = tmp_dir / f"{name}.tflite"
         tfl_path.write_bytes(tfl_meta)
@@ -317,6 +318,21 @@ def convert(
         opts.progress,
     )
     return report
+
+
+def remove_stale_work_dirs(out_dir: Path) -> None:
+    """Delete ``.maskconver-PID-*`` work folders left in ``out_dir`` by conversions that were killed."""
+    for d in out_dir.glob(".maskconver-*-*"):
+        try:
+            pid = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _json_default(o):

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def read_checkpoint_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dic
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise CheckpointError(f"{path} is not a readable maskconver .npz checkpoint ({e})") from e
         if FORMAT_KEY not in arrays:
             raise CheckpointError(f"{path} is an .npz file but not a maskconver checkpoint (no {FORMAT_KEY})")

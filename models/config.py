@@ -401,7 +401,13 @@ def get_config(name_or_yaml: str | Path | MaskConverConfig) -> MaskConverConfig:
             raise ConfigError(f"config file {p} does not exist")
         return config_from_yaml(p)
     if p.suffix == ".json" and p.exists():
-        return MaskConverConfig.from_dict(json.loads(p.read_text()))
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"config file {p} is not readable JSON ({e}); fix or regenerate it") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {p} must hold a JSON object of config fields")
+        return MaskConverConfig.from_dict(d)
     raise ConfigError(
         f"unknown config {key!r}: use one of {sorted([*NAMED_YAMLS, 'nano'])} or a Model Garden YAML file path"
     )

@@ -106,6 +106,51 @@ class ModelInfo:
             info = cls(**kwargs)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"maskconver.json has a malformed field ({e}); re-convert the model") from e
-        if len(info.input_size) != 2 or info.num_classes <= 0 or info.embedding_size <= 0:
-            raise ModelFileError("maskconver.json: input_size/num_classes/embedding_size are invalid")
+        info.validate()
         return info
+
+    def validate(self) -> None:
+        """Types and ranges of every field; raises ModelFileError naming the first bad one."""
+        import math
+
+        def bad(field_name: str, want: str) -> ModelFileError:
+            value = getattr(self, field_name)
+            return ModelFileError(
+                f"maskconver.json field {field_name}={value!r} is invalid ({want}); re-convert the model"
+            )
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+        for name in ("input_size", "canvas_size"):
+            v = getattr(self, name)
+            if len(v) != 2 or not all(is_int(x) and x > 0 for x in v):
+                raise bad(name, "two positive integers")
+        for name in ("num_classes", "embedding_size", "stride", "num_proposals", "peak_kernel"):
+            v = getattr(self, name)
+            if not is_int(v) or v <= 0:
+                raise bad(name, "a positive integer")
+        if self.peak_kernel % 2 == 0:
+            raise bad("peak_kernel", "an odd integer")
+        if not is_num(self.object_mask_threshold) or not 0.0 <= self.object_mask_threshold < 1.0:
+            raise bad("object_mask_threshold", "a number in [0, 1)")
+        if not is_num(self.overlap_threshold) or not 0.0 <= self.overlap_threshold <= 1.0:
+            raise bad("overlap_threshold", "a number in [0, 1]")
+        if not is_num(self.small_area_threshold) or self.small_area_threshold < 0:
+            raise bad("small_area_threshold", "a non-negative number")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if len(v) != 3 or not all(is_num(x) for x in v) or (name == "std" and min(v) <= 0):
+                raise bad(name, "three finite numbers" + (", all positive" if name == "std" else ""))
+        if len(self.pad_value) != 3 or not all(is_int(x) and 0 <= x <= 255 for x in self.pad_value):
+            raise bad("pad_value", "three integers in 0..255")
+        if self.input_dtype not in ("uint8", "float32"):
+            raise bad("input_dtype", "'uint8' or 'float32'")
+        if not self.categories:
+            raise bad("categories", "a non-empty list")
+        ids = [c.id for c in self.categories]
+        if len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= self.num_classes:
+            raise bad("categories", f"unique ids in 0..{self.num_classes - 1}")

@@ -86,6 +86,13 @@ def test_killed_conversion_keeps_the_previous_good_model(tmp_path_factory, tmp_p
     assert all(
         p.name.startswith(".maskconver-") and p.is_dir() for p in out.iterdir() if p.name.startswith(".")
     )
+    # The next conversion into the folder removes work folders of dead conversions (the live ones are kept).
+    from maskconver.converter.convert import remove_stale_work_dirs
+
+    live = out / f".maskconver-{os.getpid()}-live"
+    live.mkdir()
+    remove_stale_work_dirs(out)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [live.name]
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
