@@ -162,10 +162,22 @@ class VideoSink:
     def finish(self) -> None:
         if self.writer is not None:
             self.writer.release()
-        if self.frames:
-            os.replace(self.tmp, self.path)
-        else:
+        if not self.frames:
             self.abort()
+            return
+        # OpenCV's writer drops I/O errors (a full disk): read the file back before it gets its final name.
+        cap = cv2.VideoCapture(str(self.tmp))
+        readable = 0
+        while readable < self.frames and cap.read()[0]:
+            readable += 1
+        cap.release()
+        if readable < self.frames:
+            self.abort()
+            raise CliError(
+                f"the video {self.path} could not be written completely ({readable} of {self.frames} frames "
+                "readable; is the disk full?); free space or save elsewhere"
+            )
+        os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -187,6 +199,17 @@ def _write_json(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
+def _probe_writable(folder: Path, what: str) -> None:
+    """Fail before any work when ``folder`` cannot take a file (read-only, missing permissions)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".maskconver-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise CliError(f"cannot write {what} into {folder}: {e.strerror or e}; choose another path") from e
+
+
 def run(args: argparse.Namespace) -> int:
     from maskconver.runtime.model_info import ModelFileError
     from maskconver.runtime.overlay import draw_banner
@@ -197,6 +220,11 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     if args.show:
         check_display()
+    if args.save:
+        save = Path(args.save)
+        _probe_writable(save.parent if save.suffix.lower() in VIDEO_SUFFIXES else save, "--save output")
+    if args.json:
+        _probe_writable(Path(args.json).parent, "--json output")
     delegate = args.delegate.split(",") if args.delegate and "," in args.delegate else args.delegate
     try:
         seg = Segmenter(
@@ -316,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except CliError as e:
         print(f"maskconver-segment: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output write failed mid-run (e.g. disk full); finished files are complete
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"maskconver-segment: error: cannot write{where}: {e.strerror or e}; free space or save elsewhere",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -901,11 +901,6 @@ def test_segment_png_frames_into_a_full_folder(demo_model, tmp_path, mounts):
     _clear_error(proc, "maskconver-segment", CLI_OSERROR)
 
 
-@defect(
-    "a --save video that hits a full disk is reported as saved (exit 0) and left truncated and unreadable "
-    "under its final name: OpenCV's VideoWriter drops write errors; runtime/cli.py VideoSink.finish should "
-    "check the temp file (size > 0 and cv2.VideoCapture reads its frame count) before os.replace and exit 2"
-)
 def test_segment_video_into_a_full_folder(demo_model, tmp_path, mounts):
     rng = np.random.default_rng(0)
     noise = tmp_path / "noise.avi"
