@@ -200,10 +200,18 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _probe_writable(folder: Path, what: str) -> None:
-    """Fail before any work when ``folder`` cannot take a file (read-only, missing permissions)."""
+    """Fail before any work when ``folder`` cannot take a file (read-only, missing permissions).
+
+    Nothing is created: the probe file goes into ``folder`` or, if it does not exist yet, its nearest existing
+    parent (where it would be created), and is removed at once.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise CliError(f"cannot write {what} into {folder}: {existing} is a file; choose another path")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".maskconver-probe-")
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".maskconver-probe-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
