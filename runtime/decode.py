@@ -49,9 +49,12 @@ canvas in output pixels) / (canvas area).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import ctypes
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan
@@ -69,6 +72,10 @@ MASK_HEAD_KEYS = (
 )
 LAYER_NORM_EPSILON = 1e-6
 COCO_THING_IDS = tuple(range(1, 91))
+# BLAS threads of the calling thread during a decode (None: leave them). The decoder's matrix products are
+# small; waking (and leaving spinning) OpenBLAS worker threads next to the interpreter's own threads made
+# them 4x slower on 2 cores, and the whole post-processing 3x slower.
+BLAS_THREADS: int | None = 1
 
 
 @dataclass
@@ -108,6 +115,40 @@ class PanopticDecoding:
     @property
     def num_segments(self) -> int:
         return int(self.segment_ids.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# BLAS threads
+
+
+@lru_cache(maxsize=1)
+def _openblas_set_local():
+    """``openblas_set_num_threads_local`` of the OpenBLAS bundled with NumPy (sets the calling thread's
+    BLAS thread count, returns the previous one), or None (another BLAS, or an OpenBLAS without it)."""
+    root = Path(np.__file__).resolve().parent
+    for path in sorted([*root.parent.glob("numpy.libs/*openblas*"), *root.glob(".dylibs/*openblas*")]):
+        try:
+            fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+        return fn
+    return None
+
+
+@contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` BLAS threads in the calling thread only (NumPy's bundled OpenBLAS; a no-op
+    for other BLAS builds or ``n=None``); the previous count is restored afterwards."""
+    fn = _openblas_set_local() if n is not None else None
+    if fn is None:
+        yield
+        return
+    old = fn(int(n))
+    try:
+        yield
+    finally:
+        fn(old)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,16 +463,18 @@ def decode_panoptic(
     except TypeError:  # unhashable (list, array)
         is_thing = thing_table(thing_ids, c)
 
-    props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)
-    rows = center[props.yx[:, 0], props.yx[:, 1]]
-    rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
-    emb = mask_embeddings(rows, props.classes, mh)
-    logits = mask_logits(feats, emb, mq)
-    _check_finite(logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)")
-
-    merge = (merge_fast if method == "fast" else merge_dense)(
-        logits, props.scores, py, px, small_area, float(overlap_threshold)
-    )
+    with blas_threads(BLAS_THREADS):
+        props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)
+        rows = center[props.yx[:, 0], props.yx[:, 1]]
+        rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
+        emb = mask_embeddings(rows, props.classes, mh)
+        logits = mask_logits(feats, emb, mq)
+        _check_finite(
+            logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)"
+        )
+        merge = (merge_fast if method == "fast" else merge_dense)(
+            logits, props.scores, py, px, small_area, float(overlap_threshold)
+        )
     seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, is_thing)
     if len(props):
         category_mask = np.take(cat_lut, merge.winner)
