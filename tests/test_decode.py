@@ -627,6 +627,23 @@ def test_mask_head_checks_are_remembered_per_array_objects():
     )
 
 
+def test_blas_threads_are_set_for_the_calling_thread_and_restored():
+    from maskconver.runtime.decode import _openblas_set_local, blas_threads
+
+    fn = _openblas_set_local()
+    if fn is None:
+        pytest.skip("NumPy is not using its bundled OpenBLAS")
+    before = fn(3)  # the setter returns the count in force: read it, then put it back
+    fn(before)
+    with blas_threads(1):
+        inside = fn(1)
+    after = fn(before)
+    fn(after)
+    assert inside == 1 and after == before
+    with blas_threads(None):  # None leaves BLAS alone
+        assert fn(before) == before
+
+
 def test_bad_inputs_are_explained():
     rng = np.random.default_rng(0)
     head = _tiny_head(rng, 5, 8)
