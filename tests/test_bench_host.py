@@ -127,7 +127,9 @@ def test_run_host_on_a_converted_model():
     assert np.all(np.array(samples["end_to_end"]) >= parts)  # the stages lie inside the whole call
     assert r["init_ms"] > 0 and r["first_inference_ms"] > 0
     mem = r["memory"]
-    assert mem["peak_rss_mb"] >= mem["rss_after_init_mb"] > 0 and r["peak_memory_mb"] == mem["peak_rss_mb"]
+    # getrusage's high-water mark is sampled by the kernel in pages and can trail /proc's current RSS slightly
+    assert mem["peak_rss_mb"] >= mem["rss_after_init_mb"] - 1.0 and mem["rss_after_init_mb"] > 0
+    assert r["peak_memory_mb"] == mem["peak_rss_mb"]
     assert any("run 4/4" in ln for ln in lines) and "HOST ONLY" in lines[-1]
 
 
