@@ -541,18 +541,24 @@ def merge_fast(
     area_hi = np.zeros(k, dtype=np.int64)
     need = np.flatnonzero(mask_area > small_area)
     if need.size:
-        pos = np.take(lo, need, axis=2) > _SIGN_MARGIN
-        unsure = np.take(hi, need, axis=2) >= -_SIGN_MARGIN
+        if 2 * need.size > k:  # most proposals: whole arrays beat gathering columns
+            need = np.arange(k)
+            lo_n, hi_n = lo, hi
+        else:
+            lo_n, hi_n = np.take(lo, need, axis=2), np.take(hi, need, axis=2)
+        pos = lo_n > _SIGN_MARGIN
+        unsure = hi_n >= -_SIGN_MARGIN
         unsure &= ~pos
-        cell_npix = np.outer(py.run_len, px.run_len).reshape(1, -1).astype(np.float64)
+        exact = np.float32 if hh * ww < 1 << 24 else np.float64  # integer sums below 2^24 are exact in f32
+        cell_npix = np.outer(py.run_len, px.run_len).reshape(1, -1).astype(exact)
         for arr, cells in ((area_lo, pos), (area_hi, unsure)):  # exact integer sums through BLAS
-            arr[need] = np.rint(cell_npix @ cells.reshape(-1, need.size).astype(np.float64))[0]
+            arr[need] = np.rint(cell_npix @ cells.reshape(-1, need.size).astype(exact))[0]
         area_hi += area_lo
-        open_q = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)
-        scy, scx, sj = np.nonzero(unsure & open_q[need])
+        open_j = np.flatnonzero(~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)[need])
+        scy, scx, sj = np.nonzero(np.take(unsure, open_j, axis=2))
         blk, pq = (
             _Blocks(scy, scx, py.run_start[scy], run_end_y[scy], px.run_start[scx], run_end_x[scx]),
-            need[sj],
+            need[open_j[sj]],
         )
         while pq.size:
             sel = ~_keep_decided(mask_area, area_lo, area_hi, small_area, overlap)[pq]
@@ -574,5 +580,6 @@ def merge_fast(
             unsure = ~(pos | neg)
             blk, pq = blk.take(unsure), pq[unsure]
 
+    area_lo[mask_area <= small_area] = 0  # reported only where it matters (as merge_dense does)
     kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
     return MergeResult(winner, mask_area, area_lo, kept, bbox)
