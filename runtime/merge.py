@@ -351,19 +351,22 @@ def _quadrants(blk: _Blocks) -> tuple[_Blocks, np.ndarray]:
     return child, parent
 
 
-def _products(lo, hi, s_lo, s_hi) -> tuple[np.ndarray, np.ndarray]:
-    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds ``lo <= v <= hi`` (overwritten).
+def _products(lo, hi, s_lo, s_hi, inplace: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Lower / upper bounds of ``sigmoid(v) * score`` from logit bounds ``lo <= v <= hi`` (overwritten
+    unless ``inplace=False``).
 
-    Computed as ``s / (1 + exp(-v))`` in place (a few float32 ulps from ``sigmoid32(v) * s``, far inside
-    the ``_REL_PROD`` factor folded into ``s_lo`` / ``s_hi``)."""
+    Computed as ``s / (1 + exp(-v))`` (a few float32 ulps from ``sigmoid32(v) * s``, far inside the
+    ``_REL_PROD`` factor folded into ``s_lo`` / ``s_hi``)."""
+    out = []
     with np.errstate(over="ignore", under="ignore"):
         for v, s, pad in ((lo, s_lo, -_ABS_PROD), (hi, s_hi, _ABS_PROD)):
-            np.negative(v, out=v)
-            np.exp(v, out=v)
-            v += np.float32(1)
-            np.divide(s, v, out=v)
-            v += pad
-    return lo, hi
+            t = np.negative(v, out=v if inplace else None)
+            np.exp(t, out=t)
+            t += np.float32(1)
+            np.divide(s, t, out=t)
+            t += pad
+            out.append(t)
+    return out[0], out[1]
 
 
 _SLOTS = np.arange(4)
@@ -505,7 +508,7 @@ def merge_fast(
 
     # Level 0: whole cells, bounded by their four source logits.
     lo, hi = _cell_bounds(logits, py, px)
-    low, upp = _products(lo.copy(), hi.copy(), s_lo, s_hi)
+    low, upp = _products(lo, hi, s_lo, s_hi, inplace=False)
     cand = upp >= low.max(axis=-1, keepdims=True)  # the winner is always among these
     decided = np.count_nonzero(cand, axis=-1) == 1
     cell_win = np.argmax(cand, axis=-1)
@@ -516,8 +519,9 @@ def merge_fast(
     ucy, ucx = np.nonzero(~decided)
     run_end_y, run_end_x = py.run_start + py.run_len, px.run_start + px.run_len
     blk = _Blocks(ucy, ucx, py.run_start[ucy], run_end_y[ucy], px.run_start[ucx], run_end_x[ucx])
-    pb, pq = np.nonzero(cand[ucy, ucx])
-    pu = upp[ucy[pb], ucx[pb], pq]
+    cand_u = cand[ucy, ucx]  # [nu, K]
+    pb, pq = np.nonzero(cand_u)
+    pu = upp[ucy, ucx][cand_u]  # same (row-major) order as nonzero
     starts = _starts(pb)
     cell_pixels = int(py.run_len.max()) * int(px.run_len.max())
     direct = cell_pixels <= DIRECT_PIXELS and pb.size * cell_pixels <= DIRECT_WORK
