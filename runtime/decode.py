@@ -477,8 +477,8 @@ def decode_panoptic(
         )
     seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, is_thing)
     if len(props):
-        category_mask = np.take(cat_lut, merge.winner)
-        instance_mask = np.take(inst_lut, merge.winner)
+        category_mask = merge.paint(cat_lut)
+        instance_mask = merge.paint(inst_lut)
     else:
         category_mask = np.zeros(output_size, dtype=np.int32)
         instance_mask = np.zeros(output_size, dtype=np.int32)

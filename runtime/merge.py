@@ -29,7 +29,8 @@ covers float32 rounding, so no decision is taken on a near tie: those pixels are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from maskconver.runtime.mask_resize import AxisPlan, SubRuns, halve, interpolate_x, resize_rows, sub_runs
@@ -62,6 +63,14 @@ class MergeResult:
     original_area: np.ndarray
     kept: np.ndarray
     bbox: np.ndarray
+    painter: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def paint(self, lut: np.ndarray) -> np.ndarray:
+        """``lut [winner]`` (``lut [K]``, any dtype) -> ``[H, W]``; :func:`merge_fast` paints its tiles and
+        per-pixel blocks instead of gathering every pixel (no large index temporaries)."""
+        if self.painter is not None:
+            return self.painter(lut)
+        return np.take(lut, self.winner)
 
 
 def _keep(mask_area: np.ndarray, original_area: np.ndarray, small_area: float, overlap: float) -> np.ndarray:
@@ -267,10 +276,19 @@ class _Canvas:
         self.fill(blk, self.k)
         self.exact.append((ys, xs, ok, q))
 
+    def paint(self, lut: np.ndarray) -> np.ndarray:
+        """``lut [winner]`` for ``lut [k]`` -> ``[H, W]``: tiles repeated, then the per-pixel blocks."""
+        sy, sx = self.sy, self.sx
+        tile_lut = np.append(lut, np.zeros(1, dtype=lut.dtype))  # value k: overwritten below
+        out = np.repeat(tile_lut[self.tiles].take(sx.piece_of, axis=1), sy.length, axis=0)  # rows: copies
+        for ys, xs, _, q in self.exact:
+            out[ys[:, :, None], xs[:, None, :]] = lut[q]
+        return out
+
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``winner [H, W]``, ``mask_area [k]`` int64, ``bbox [k, 4]`` int64 (zeros where nothing won)."""
         k, sy, sx, tiles = self.k, self.sy, self.sx, self.tiles
-        winner = np.repeat(np.repeat(tiles.astype(winner_dtype(k), copy=False), sy.length, 0), sx.length, 1)
+        winner = self.paint(np.arange(k, dtype=winner_dtype(k)))
         area = np.outer(sy.length, sx.length).ravel()
         mask_area = np.bincount(tiles.ravel(), weights=area, minlength=k + 1)[:k]
         nty, ntx = tiles.shape
@@ -290,7 +308,6 @@ class _Canvas:
         if self.exact:
             qs, yy, xx = [], [], []
             for ys, xs, ok, q in self.exact:
-                winner[ys[:, :, None], xs[:, None, :]] = q.astype(winner.dtype)
                 qs.append(q[ok])
                 yy.append(np.broadcast_to(ys[:, :, None], q.shape)[ok])
                 xx.append(np.broadcast_to(xs[:, None, :], q.shape)[ok])
@@ -586,4 +603,4 @@ def merge_fast(
 
     area_lo[mask_area <= small_area] = 0  # reported only where it matters (as merge_dense does)
     kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
-    return MergeResult(winner, mask_area, area_lo, kept, bbox)
+    return MergeResult(winner, mask_area, area_lo, kept, bbox, painter=canvas.paint)
