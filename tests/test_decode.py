@@ -116,6 +116,10 @@ def _assert_merge_equal(dense, fast) -> None:
     assert (fast.original_area <= dense.original_area).all()
     np.testing.assert_array_equal(dense.kept, fast.kept)
     np.testing.assert_array_equal(dense.bbox, fast.bbox)
+    # the fast path paints label maps from its tiles: same as gathering through the winner map
+    lut = np.random.default_rng(0).integers(-5, 1000, dense.mask_area.size).astype(np.int32)
+    np.testing.assert_array_equal(fast.paint(lut), np.take(lut, dense.winner))
+    assert fast.paint(lut).dtype == np.int32
 
 
 # --------------------------------------------------------------------------------------------------------
