@@ -24,10 +24,13 @@ combination of the same four low-resolution logits, so per cell and proposal ``[
 (widened by a float-rounding margin) bounds the pixel logits; where one proposal's lower bound of
 ``p * score`` beats every other proposal's upper bound the whole cell is decided (likewise ``p > 0.5`` when
 the bounds agree in sign). Undecided cells are split into quadrants (bounded by their corner pixels)
-with only the proposals that can still win, and blocks of at most 16 pixels are evaluated pixel by
-pixel with the very float32 operations of the dense path. The fast path pays off when masks are decisive
-(trained models); with weak, nearly tied masks everywhere (e.g. the random-weight goldens) most pixels
-stay undecided and it is only 1.3-3x faster than dense.
+with only the proposals that can still win, and tiles of at most 5 x 5 pixels (or whole small cells) are
+evaluated pixel by pixel with the very float32 operations of the dense path. The fast path pays off when
+masks are decisive (trained models); with weak, nearly tied masks everywhere (e.g. the random-weight
+goldens) most pixels stay undecided and it is only 1.2-3x faster than dense.
+
+During a decode the calling thread uses one BLAS thread (``BLAS_THREADS``): OpenBLAS worker threads woken
+by the mask-logit product kept spinning next to the interpreter's threads and slowed both.
 
 Quantised outputs: peaks and top-K run on the integer codes (exact, dequantisation is monotonic), only
 the gathered center embeddings are dequantised, and mask logits are ``s * (q @ E^T - zp * sum(E))``.

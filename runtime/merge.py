@@ -13,12 +13,18 @@ merge resizes the logits bilinearly to the output (:mod:`maskconver.runtime.mask
   corner pixels. So a block of pixels gets, per proposal, bounds ``[lo, hi]`` of its logits (widened by a
   margin far above the float32 rounding of the interpolation) and hence bounds of ``p * score``. A block
   is *decided* when exactly one proposal's upper bound reaches the best lower bound; otherwise only the
-  proposals still able to win are carried into its four quadrants, recursively, and blocks of at most
-  ``EXACT_PIXELS`` pixels are evaluated pixel by pixel with the float32 operations of the dense path.
-  Children are bounded first for the *strong* candidates (upper bound within ``_STRONG`` of the block's
-  best), which gives each child a lower bound of its winner's product; weak candidates are bounded only
-  where their parent's upper bound still reaches it (at a boundary between two confident masks, the
-  cell-wide bounds leave every faint proposal a candidate).
+  proposals still able to win are carried into its quadrants (an axis is halved while longer than
+  ``TILE``), recursively, and blocks of at most ``TILE x TILE`` pixels are evaluated pixel by pixel with
+  the float32 operations of the dense path. Small cells (at most ``DIRECT_PIXELS``) with few candidates
+  are evaluated pixel by pixel at once. The four quadrants of a block are bounded together from the
+  pair's resized logits at 4 x 4 pixels (pairs last, so min / max run over contiguous memory), first for
+  the *strong* candidates (upper bound within ``_STRONG`` of the block's best), which gives each quadrant
+  a lower bound of its winner's product; weak candidates are bounded only where their block-wide upper
+  bound still reaches one (at a boundary between two confident masks, the cell-wide bounds leave every
+  faint proposal a candidate).
+  Decided blocks are recorded on a *tile grid* (the halving pieces of both axes), so the winner map,
+  areas, boxes and the label maps (:meth:`MergeResult.paint`) come from repeating tiles plus the
+  per-pixel blocks, not from writes and gathers of every pixel.
   ``p > 0.5`` is bounded the same way (``lo > 0`` or ``hi < 0`` with margin decides a block), only for
   proposals that pass the area test and only until their keep test is decided, so ``original_area`` of
   the fast path is a lower bound that yields the same ``kept``.
