@@ -339,7 +339,8 @@ def _segments(
     cat_lut = np.where(merge.kept, classes, 0).astype(np.int32)
     thing = is_thing[cat_lut] & merge.kept
     inst_lut = np.where(thing, np.arange(1, k + 1), 0).astype(np.int32)
-    kq = np.flatnonzero(merge.kept)  # kept proposals, best first
+    # kept proposals, best first; a kept proposal of the void class 0 paints void pixels and is no segment
+    kq = np.flatnonzero(merge.kept & (classes != 0))
     key = cat_lut[kq].astype(np.int64) * (k + 1) + inst_lut[kq]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     order = np.argsort(first)  # segments ordered by their best proposal

@@ -110,10 +110,8 @@ def check_consistent(dec, kwargs: dict, meta: dict) -> None:
     np.testing.assert_array_equal(dec.segment_ids, np.arange(1, n + 1))
     pairs = list(zip(dec.segment_category_ids.tolist(), dec.segment_instance_ids.tolist(), strict=True))
     assert len(set(pairs)) == n
-    # Known decoder defect (test_void_proposal_is_not_a_segment, xfail): a kept proposal of the void class 0
-    # is listed as a segment (0, 0) although its pixels are void. Checked here: it is the only void entry.
-    void = [s for s, (c, _) in enumerate(pairs) if c == 0]
-    assert len(void) <= 1 and all(pairs[s] == (0, 0) for s in void)
+    # void (class 0) is never a segment, even when a void proposal is kept (test_void_proposal_is_not_a_segment)
+    assert all(c != 0 for c, _ in pairs)
     assert (inst[cat == 0] == 0).all()
     # masks -> segments: every non-void pair present is listed, with its exact area and bbox
     present = {(int(a), int(b)) for a, b in np.unique(np.stack([cat, inst], -1).reshape(-1, 2), axis=0)}
@@ -233,11 +231,6 @@ def test_overflowing_mask_logits_are_refused():
         decode_panoptic(heat, center, feats, head, output_size=(8, 8))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decoder defect: a kept proposal of the void class 0 is listed as segment (category 0, instance 0) "
-    "although its pixels are void (category_mask 0); runtime/decode.py _segments should skip class 0",
-)
 def test_void_proposal_is_not_a_segment():
     heat = np.full((2, 2, 2), -9.0, np.float32)
     heat[0, 0, 0] = 5.0  # the only proposal: class 0 (void)
