@@ -658,6 +658,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
             val cls = props.cls(q)
             catLut[q] = cls
             instLut[q] = if (isThing[cls]) q + 1 else 0
+            if (cls == 0) continue  // a kept void-class proposal paints void pixels and is no segment
             val key = cls.toLong() * 1_000_000L + instLut[q]
             var s = segIndex[key]
             if (s == null) {
