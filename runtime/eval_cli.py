@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Panoptic quality (PQ/SQ/RQ, as COCO panopticapi pq_compute) of saved COCO panoptic "
         "predictions, or of a .tflite/.onnx model run over a COCO panoptic dataset.",
     )
-    p.add_argument("model", nargs="?", help="a .tflite or .onnx model to run (second form)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="a .tflite or .onnx model to run (second form), or a checkpoint: a maskconver .npz, or a Model Garden "
+        "checkpoint as CKPT::CONFIG (converted to float TFLite first)",
+    )
     p.add_argument("--data", help="COCO panoptic dataset folder to run MODEL over")
     p.add_argument("--gt-json", help="ground-truth COCO panoptic JSON (with categories)")
     p.add_argument("--gt-dir", help="ground-truth PNG folder (default: the JSON path without .json)")
@@ -249,13 +254,36 @@ def _load_segmenter(model: str) -> Any:
             f"cannot import maskconver.runtime.segmenter.Segmenter ({e}); running a model needs the runtime "
             "Segmenter. To score predictions you already saved, use --gt-json/--gt-dir/--pred-json/--pred-dir"
         ) from e
-    return Segmenter(model)
+    return Segmenter(_model_file(model))
+
+
+def _model_file(model: str) -> str:
+    """A .tflite/.onnx path as is; a checkpoint (maskconver .npz or Model Garden) converted to float TFLite first.
+
+    Model Garden checkpoints need their config: ``MODEL=CKPT::CONFIG`` (e.g. ``ckpt-1::mobilenet_mh_256``).
+    """
+    if Path(model).suffix in (".tflite", ".onnx"):
+        return model
+    import tempfile
+
+    from maskconver.converter.convert import ConversionError, ConvertOptions, convert
+    from maskconver.models.checkpoint import CheckpointError
+    from maskconver.models.config import ConfigError
+
+    ckpt, _, config = model.partition("::")
+    out = Path(tempfile.mkdtemp(prefix="maskconver-eval-"))
+    print(f"converting checkpoint {ckpt} to a float TFLite model in {out}", file=sys.stderr)
+    try:
+        report = convert(ckpt, config or None, out, ConvertOptions(quantization="fp32", progress=False))
+    except (ConversionError, CheckpointError, ConfigError) as e:
+        raise EvalError(f"cannot run checkpoint {ckpt}: {e}") from e
+    return str(out / f"{report['model']['name']}.tflite")
 
 
 def _eval_model(args: argparse.Namespace) -> tuple[PQResult, dict[str, Any]]:
     if args.pred_json or args.pred_dir:
         raise EvalError("--pred-json/--pred-dir score saved predictions; do not combine them with a MODEL")
-    if not Path(args.model).is_file():
+    if not Path(args.model.partition("::")[0]).exists():
         raise EvalError(f"model {args.model} does not exist")
     paths = find_dataset(args.data, args.gt_json, args.gt_dir, args.images)
     gt = load_gt_json(paths["gt_json"])
