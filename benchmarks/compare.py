@@ -30,7 +30,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from maskconver.benchmarks.host import (
     runtime_versions,
     time_frame,
 )
+from maskconver.runtime.atomic import write_bytes_atomic
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -314,18 +314,7 @@ def _convert_in_child(checkpoint, config, input_size, variants, cache_dir, num_c
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, data, make_parents=True, fsync=True)
 
 
 def dense_macs(config: str, input_size: tuple[int, int]) -> tuple[int, str]:

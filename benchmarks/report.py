@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from maskconver.benchmarks.targets import PAPER_POINTS, TARGETS_MS, input_side_label, target_for
+from maskconver.runtime.atomic import write_bytes_atomic
 
 __all__ = [
     "HOST_DISCLAIMER",
@@ -247,19 +247,7 @@ def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     target = Path(path)
     if target.is_dir():
         raise ReportError(f"report path {target} is a directory; give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return write_bytes_atomic(target, data, make_parents=True, fsync=True)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from maskconver.models.config import MaskConverConfig
+from maskconver.runtime.atomic import write_bytes_atomic
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 CONFIG_KEY = "__config__"
@@ -154,18 +153,9 @@ def save_checkpoint(model, path: str | Path, extra: dict[str, np.ndarray] | None
     arrays[FORMAT_KEY] = np.array(1, dtype=np.int32)
     for k, v in (extra or {}).items():
         arrays[f"__{k}__"] = v
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue(), make_parents=True, fsync=True)
     return path
 
 

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from maskconver.models.checkpoint import (
     save_checkpoint,
 )
 from maskconver.models.config import MaskConverConfig, get_config
+from maskconver.runtime.atomic import write_text_atomic
 
 LOSS_TERMS = ("total", "center", "mask", "dice", "l2")
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.04}
@@ -106,16 +106,7 @@ def slot_bucket(max_instances: int, num_slots: int) -> int:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, fsync=True)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -22,10 +22,11 @@ def _say(msg: str) -> None:
     print(f"[maskconver-demo] {msg}", file=sys.stderr, flush=True)
 
 
-def run_demo(out: Path, num_val: int = 100, num_calibration: int = 300, runs: int = 100, checkpoint: Path | None = None):
+def run_demo(
+    out: Path, num_val: int = 100, num_calibration: int = 300, runs: int = 100, checkpoint: Path | None = None
+):
     """Run the main job; returns the summary dict (also written to ``out/summary.json``)."""
     import cv2
-
     from maskconver.benchmarks.host import run_host
     from maskconver.benchmarks.report import write_reports
     from maskconver.converter.convert import ConvertOptions, convert
@@ -52,9 +53,17 @@ def run_demo(out: Path, num_val: int = 100, num_calibration: int = 300, runs: in
     models = out / "model"
     _say(f"converting {checkpoint.name} to int8 (+ ONNX), with the PQ gate on {num_val} validation images")
     report = convert(
-        checkpoint, None, models,
-        ConvertOptions(quantization="int8", onnx=True, calibration=str(calib), num_calibration=num_calibration,
-                       val=str(val), max_pq_drop=5.0),
+        checkpoint,
+        None,
+        models,
+        ConvertOptions(
+            quantization="int8",
+            onnx=True,
+            calibration=str(calib),
+            num_calibration=num_calibration,
+            val=str(val),
+            max_pq_drop=5.0,
+        ),
     )
     tflite = models / f"{report['model']['name']}.tflite"
 
@@ -78,8 +87,9 @@ def run_demo(out: Path, num_val: int = 100, num_calibration: int = 300, runs: in
     _say(f"benchmarking the int8 model on this host ({runs} runs)")
     bench = run_host(tflite, runs=runs, warmup=10, images=str(val / "images"))
     bench_dir = out / "bench"
-    written = write_reports(bench, json=bench_dir / "bench.json", markdown=bench_dir / "bench.md",
-                            plot=bench_dir / "bench.png")
+    written = write_reports(
+        bench, json=bench_dir / "bench.json", markdown=bench_dir / "bench.md", plot=bench_dir / "bench.png"
+    )
 
     stages = bench.get("stages", {})
     summary = {
@@ -108,7 +118,9 @@ def format_summary(s: dict) -> str:
         f"  model         {s['model']} ({s['model_bytes'] / 1e6:.2f} MB, int8, {s['xnnpack_partitions']} XNNPACK partition)",
         f"  PQ            float {s['pq_float']:.1f} -> int8 {s['pq_int8']:.1f} (drop {s['pq_drop']:.2f}) on the held-out split",
         "  SQNR int8     " + ", ".join(f"{k} {v:.1f} dB" for k, v in s["sqnr_db"].items()),
-        "  latency p50   " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if v is not None) + " (host CPU)",
+        "  latency p50   "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if v is not None)
+        + " (host CPU)",
         f"  overlays      {s['overlays']}/",
         f"  reports       {s['reports']['conversion']}, {s['reports'].get('markdown')}, {s['reports'].get('plot')}",
     ]
@@ -121,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-val", type=int, default=100, help="validation images for the PQ gate")
     p.add_argument("--num-calibration", type=int, default=300, help="calibration images")
     p.add_argument("--runs", type=int, default=100, help="timed benchmark frames")
-    p.add_argument("--checkpoint", help="another maskconver .npz checkpoint (default: the bundled demo model)")
+    p.add_argument(
+        "--checkpoint", help="another maskconver .npz checkpoint (default: the bundled demo model)"
+    )
     args = p.parse_args(argv)
     try:
         s = run_demo(Path(args.out), args.num_val, args.num_calibration, args.runs, args.checkpoint)

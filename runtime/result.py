@@ -10,7 +10,6 @@ pixel to its segment id, the COCO panoptic encoding written by :meth:`PanopticRe
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from maskconver.runtime import atomic
 from maskconver.runtime.model_info import Category
 
 SPEED_KEYS = ("preprocess", "inference", "postprocess")
@@ -95,18 +95,7 @@ def write_png_atomic(path: str | os.PathLike, rgb: np.ndarray) -> Path:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_bytes_atomic(path, data)
 
 
 @dataclass
