@@ -21,14 +21,15 @@ def find_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CalibrationError(f"calibration folder {folder} does not exist or is not a folder")
-    for js in sorted(folder.glob("*.json")):
+    for js in sorted(folder.glob("*.json")) + sorted(folder.glob("annotations/panoptic_*.json")):
         try:
             doc = json.loads(js.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if isinstance(doc, dict) and "images" in doc and "annotations" in doc:
             names = [im["file_name"] for im in doc["images"]]
-            for sub in ("images", "."):
+            # synthetic layout: images/ beside the JSON; COCO: annotations/panoptic_val2017.json -> val2017/
+            for sub in ("images", ".", js.stem.replace("panoptic_", "")):
                 cand = [folder / sub / n for n in names]
                 cand = [
                     c.with_suffix(".jpg") if not c.exists() and c.with_suffix(".jpg").exists() else c
@@ -37,7 +38,10 @@ def find_images(folder: str | Path) -> list[Path]:
                 if cand and all(c.exists() for c in cand):
                     return cand
     files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "panoptic" not in p.parts
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith("panoptic") for part in p.relative_to(folder).parts[:-1])
     )
     if not files:
         raise CalibrationError(
@@ -57,7 +61,9 @@ def load_canvases(
         try:
             rgb = read_image(f)  # grey, RGBA and 16-bit files become RGB uint8 exactly as in the runtime
         except (OSError, ValueError) as e:
-            raise CalibrationError(f"cannot read calibration image {f} ({e}); remove it or fix the file") from e
+            raise CalibrationError(
+                f"cannot read calibration image {f} ({e}); remove it or fix the file"
+            ) from e
         canvas = letterbox(rgb, input_size)[0]
         if progress:
             print(f"\r{progress} {i + 1}/{n}", end="" if i + 1 < n else "\n", file=sys.stderr, flush=True)

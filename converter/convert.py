@@ -76,36 +76,31 @@ def _calibration_images(opts: ConvertOptions, input_size, config):
     """(calibration canvases, held-out canvases, description) — letterboxed like the runtime."""
     from maskconver.converter.calibration import find_images, load_canvases, split_calibration
 
-    if opts.calibration:
-        files = find_images(opts.calibration)
-        if len(files) < 100 and opts.quantization == "int8":
+    def load(files: list[Path], num_calibration: int):
+        cal, hold = split_calibration(files, num_calibration, opts.num_holdout, opts.seed)
+        if len(cal) < 100 and opts.quantization == "int8":
             log(
-                f"warning: only {len(files)} calibration images (100+ recommended, 300 by default)",
+                f"warning: calibrating on {len(cal)} images; under 100 the int8 ranges are unreliable",
                 opts.progress,
             )
-        cal, hold = split_calibration(files, opts.num_calibration, opts.num_holdout, opts.seed)
-        source = str(opts.calibration)
-    else:
-        from maskconver.models.synthetic import generate_synthetic_dataset
+        cal_imgs = list(load_canvases(cal, input_size, "calibration images" if opts.progress else None))
+        return cal_imgs, list(load_canvases(hold, input_size)) if hold else []
 
-        log(
-            "no --calibration folder: using synthetic images; pass --calibration DIR with images from your domain",
-            opts.progress,
+    if opts.calibration:
+        return (*load(find_images(opts.calibration), opts.num_calibration), str(opts.calibration))
+    from maskconver.models.synthetic import generate_synthetic_dataset
+
+    log(
+        "no --calibration folder: using synthetic images; pass --calibration DIR with images from your domain",
+        opts.progress,
+    )
+    n = min(opts.num_calibration, 300)
+    with tempfile.TemporaryDirectory(prefix="maskconver-calib-") as tmp:
+        generate_synthetic_dataset(
+            Path(tmp), n + opts.num_holdout, seed=opts.seed + 1000, image_size=tuple(input_size)
         )
-        tmp = Path(tempfile.mkdtemp(prefix="maskconver-calib-"))
-        n = min(opts.num_calibration, 300) + opts.num_holdout
-        generate_synthetic_dataset(tmp, n, seed=opts.seed + 1000, image_size=tuple(input_size))
-        files = find_images(tmp)
-        cal, hold = split_calibration(files, n - opts.num_holdout, opts.num_holdout, opts.seed)
-        source = f"synthetic(seed={opts.seed + 1000})"
-    if len(cal) < 100 and opts.quantization == "int8":
-        log(
-            f"warning: calibrating on {len(cal)} images; under 100 the int8 ranges are unreliable",
-            opts.progress,
-        )
-    cal_imgs = list(load_canvases(cal, input_size, "calibration images" if opts.progress else None))
-    hold_imgs = list(load_canvases(hold, input_size)) if hold else []
-    return cal_imgs, hold_imgs, source
+        cal_imgs, hold_imgs = load(find_images(tmp), n)
+    return cal_imgs, hold_imgs, f"synthetic(seed={opts.seed + 1000})"
 
 
 def convert(
@@ -147,7 +142,7 @@ def convert(
     report: dict = {"files": {}, "timing_s": timing}
 
     cal_imgs, hold_imgs, source = ([], [], None)
-    if mode == "int8" or opts.val is None:
+    if mode != "fp32":  # int8 calibrates; int8 and fp16 are compared with float on held-out images
         t = time.perf_counter()
         cal_imgs, hold_imgs, source = _calibration_images(opts, size, cfg)
         timing["calibration_data"] = time.perf_counter() - t
@@ -185,7 +180,7 @@ def convert(
 
     dele = check_delegates(tfl_meta)
     remove_stale_work_dirs(out_dir)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".maskconver-{os.getpid()}-", dir=out_dir))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".maskconver-{os.getpid()}-{_host()}-", dir=out_dir))
     try:
         tfl_path = tmp_dir / f"{name}.tflite"
         tfl_path.write_bytes(tfl_meta)
@@ -306,9 +301,16 @@ def convert(
         report["ops"] = op_table(tfl_meta)
         for f in sorted(tmp_dir.iterdir()):
             report["files"][f.name] = f.stat().st_size
-        (tmp_dir / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+        text = json.dumps(_finite(report), indent=1, default=_json_default, allow_nan=False)
+        (tmp_dir / "report.json").write_text(text)
         (tmp_dir / "report.md").write_text(to_markdown(report))
-        for f in sorted(tmp_dir.iterdir()):
+        produced = {f.name for f in tmp_dir.iterdir()}
+        for suffix in (".tflite", ".onnx"):  # an earlier run's file of this name that this run did not write
+            stale = out_dir / f"{name}{suffix}"
+            if stale.name not in produced and stale.exists():
+                stale.unlink()
+        # the models first, the reports last: a complete report.json means complete outputs
+        for f in sorted(tmp_dir.iterdir(), key=lambda p: (p.name.startswith("report"), p.name)):
             os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -320,19 +322,39 @@ def convert(
     return report
 
 
+def _host() -> str:
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"
+
+
 def remove_stale_work_dirs(out_dir: Path) -> None:
-    """Delete ``.maskconver-PID-*`` work folders left in ``out_dir`` by conversions that were killed."""
-    for d in out_dir.glob(".maskconver-*-*"):
+    """Delete ``.maskconver-PID-HOST-*`` work folders that conversions killed on this host left in ``out_dir``."""
+    for d in out_dir.glob(".maskconver-*-*-*"):
+        parts = d.name.split("-")
         try:
-            pid = int(d.name.split("-")[1])
+            pid = int(parts[1])
         except (IndexError, ValueError):
             continue
+        if parts[2] != _host():
+            continue  # another machine's conversion (a shared folder): not ours to judge
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             shutil.rmtree(d, ignore_errors=True)
         except PermissionError:
             pass  # another user's live process
+
+
+def _finite(o):
+    """The report with non-finite floats (an SQNR of inf for identical outputs) as strings: strict JSON."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, float) and not np.isfinite(o):
+        return str(o)
+    return o
 
 
 def _json_default(o):

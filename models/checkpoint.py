@@ -162,12 +162,11 @@ def save_checkpoint(model, path: str | Path, extra: dict[str, np.ndarray] | None
 def checkpoint_hash(path: str | Path) -> str:
     """sha256 over the checkpoint's files (the .npz, or the TF prefix's index + data shards)."""
     path = Path(path)
-    files: list[Path]
-    if path.is_file():
-        files = [path]
-    else:
-        prefix = _tf_checkpoint_prefix(path) or str(path)
+    prefix = None if path.suffix == ".npz" else _tf_checkpoint_prefix(path)
+    if prefix is not None:  # a TF checkpoint given as folder, prefix or .index: hash index + data shards
         files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*"))
+    else:
+        files = [path]
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:

@@ -227,6 +227,8 @@ def config_from_yaml(path: str | Path, name: str | None = None) -> MaskConverCon
         doc = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e}); pass the experiment YAML") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
     doc = _expect(doc, f"{path}")

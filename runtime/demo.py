@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,11 +23,32 @@ def _say(msg: str) -> None:
     print(f"[maskconver-demo] {msg}", file=sys.stderr, flush=True)
 
 
+def _num_images(folder: Path) -> int:
+    """Images in a generated dataset folder (0 if there is none yet)."""
+    try:
+        return len(json.loads((folder / "panoptic.json").read_text())["images"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _write_overlays(seg, samples: list[Path], overlays: Path) -> None:
+    """Side-by-side (image, overlay) panels at 3x and COCO panoptic PNGs of ``samples``."""
+    import cv2
+
+    for p in samples:
+        rgb = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        result = seg.segment(rgb)
+        big = cv2.resize(rgb, (rgb.shape[1] * 3, rgb.shape[0] * 3), interpolation=cv2.INTER_NEAREST)
+        panel = cv2.hconcat([big, seg.segment(big).overlay(big)])
+        if not cv2.imwrite(str(overlays / f"{p.stem}_overlay.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write overlays to {overlays}")
+        result.to_coco_png(overlays / f"{p.stem}_panoptic.png")
+
+
 def run_demo(
     out: Path, num_val: int = 100, num_calibration: int = 300, runs: int = 100, checkpoint: Path | None = None
 ):
     """Run the main job; returns the summary dict (also written to ``out/summary.json``)."""
-    import cv2
     from maskconver.benchmarks.host import run_host
     from maskconver.benchmarks.report import write_reports
     from maskconver.converter.convert import ConvertOptions, convert
@@ -43,11 +65,13 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     val, calib = data / "val", data / "calibration"
-    if not (val / "panoptic.json").exists():
+    if _num_images(val) != num_val:
         _say(f"writing {num_val} held-out synthetic validation images (seed {VAL_SEED}) to {val}")
+        shutil.rmtree(val, ignore_errors=True)
         generate_synthetic_dataset(val, num_val, seed=VAL_SEED, image_size=(128, 128))
-    if not (calib / "panoptic.json").exists():
+    if _num_images(calib) != num_calibration + 16:
         _say(f"writing {num_calibration} calibration images (seed {CALIB_SEED}) to {calib}")
+        shutil.rmtree(calib, ignore_errors=True)
         generate_synthetic_dataset(calib, num_calibration + 16, seed=CALIB_SEED, image_size=(128, 128))
 
     models = out / "model"
@@ -72,17 +96,10 @@ def run_demo(
     overlays.mkdir(exist_ok=True)
     seg = Segmenter(tflite)
     samples = sorted((val / "images").iterdir())[:6]
-    for p in samples:
-        rgb = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
-        result = seg.segment(rgb)
-        big = cv2.resize(rgb, (rgb.shape[1] * 3, rgb.shape[0] * 3), interpolation=cv2.INTER_NEAREST)
-        big_result = seg.segment(big)
-        panel = cv2.hconcat([big, big_result.overlay(big)])
-        ok = cv2.imwrite(str(overlays / f"{p.stem}_overlay.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise OSError(f"cannot write overlays to {overlays}")
-        result.to_coco_png(overlays / f"{p.stem}_panoptic.png")
-    seg.close()
+    try:
+        _write_overlays(seg, samples, overlays)
+    finally:
+        seg.close()
 
     _say(f"benchmarking the int8 model on this host ({runs} runs)")
     bench = run_host(tflite, runs=runs, warmup=10, images=str(val / "images"))
