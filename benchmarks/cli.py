@@ -21,29 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from maskconver.runtime.argtypes import non_negative_int, positive_int
+
 __all__ = ["main"]
 
 DELEGATE_CHOICES = ("xnnpack", "gpu", "nnapi", "cpu")
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
 def _bench_parser() -> argparse.ArgumentParser:
@@ -60,15 +42,15 @@ def _bench_parser() -> argparse.ArgumentParser:
         "from `adb devices`, emulator, or android (the only attached device)",
     )
     p.add_argument(
-        "--threads", type=_positive, help="CPU threads (host default: CPU count, at most 4; phone: 4)"
+        "--threads", type=positive_int, help="CPU threads (host default: CPU count, at most 4; phone: 4)"
     )
     p.add_argument(
         "--delegate",
         choices=DELEGATE_CHOICES,
         help="host: xnnpack (default) / cpu / gpu / nnapi; phone: xnnpack (default) / gpu / nnapi / cpu",
     )
-    p.add_argument("--runs", type=_positive, default=50, help="timed runs (default 50)")
-    p.add_argument("--warmup", type=_non_negative, default=None, help="warm-up runs (host 5, phone 10)")
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="warm-up runs (host 5, phone 10)")
     p.add_argument("--json", metavar="OUT", help="write the full result as JSON")
     p.add_argument("--markdown", metavar="OUT", help="write a Markdown report")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (needs matplotlib)")
@@ -92,11 +74,11 @@ def _compare_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="a maskconver .npz or Model Garden checkpoint (folder or prefix)")
     p.add_argument("--config", required=True, help="config name (mobilenet_mh_256, nano, ...) or YAML")
-    p.add_argument("--sizes", type=_positive, nargs="+", default=[256, 640], help="square input sizes")
-    p.add_argument("--rounds", type=_positive, default=8, help="alternating rounds (default 8)")
-    p.add_argument("--per-round", type=_positive, default=5, help="frames per model per round (default 5)")
-    p.add_argument("--warmup", type=_non_negative, default=5, help="warm-up frames per model (default 5)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default: CPU count, at most 4)")
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=[256, 640], help="square input sizes")
+    p.add_argument("--rounds", type=positive_int, default=8, help="alternating rounds (default 8)")
+    p.add_argument("--per-round", type=positive_int, default=5, help="frames per model per round (default 5)")
+    p.add_argument("--warmup", type=non_negative_int, default=5, help="warm-up frames per model (default 5)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: CPU count, at most 4)")
     from maskconver.benchmarks.compare import DEFAULT_VARIANTS, VARIANTS
 
     p.add_argument(
@@ -111,7 +93,7 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="OUT", help="Markdown report (default OUT/compare_CONFIG.md)")
     p.add_argument(
         "--num-calibration",
-        type=_positive,
+        type=positive_int,
         default=32,
         help="int8 calibration images (synthetic; speed does not depend on them; default 32)",
     )

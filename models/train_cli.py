@@ -19,28 +19,9 @@ import sys
 from pathlib import Path
 
 from maskconver.models.config import ConfigError, get_config
+from maskconver.runtime.argtypes import positive_float, positive_int
 
 SYNTHETIC = "synthetic"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,21 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True, help="'synthetic' or a COCO panoptic folder (panoptic.json + PNGs)"
     )
-    p.add_argument("--steps", required=True, type=_positive_int, help="total optimiser steps")
+    p.add_argument("--steps", required=True, type=positive_int, help="total optimiser steps")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, log, model.npz)")
-    p.add_argument("--batch", type=_positive_int, default=8, help="images per step (default 8)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3 adamw)")
+    p.add_argument("--batch", type=positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 2e-3 adamw)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default min(500, steps/10))")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, batches and synthetic data")
     p.add_argument(
         "--init", type=Path, default=None, help="Model Garden or maskconver checkpoint to start from"
     )
-    p.add_argument("--num-images", type=_positive_int, default=2000, help="synthetic images (default 2000)")
+    p.add_argument("--num-images", type=positive_int, default=2000, help="synthetic images (default 2000)")
     p.add_argument(
-        "--image-size", type=_positive_int, default=None, help="synthetic image side (default: input)"
+        "--image-size", type=positive_int, default=None, help="synthetic image side (default: input)"
     )
-    p.add_argument("--checkpoint-every", type=_positive_int, default=500)
+    p.add_argument("--checkpoint-every", type=positive_int, default=500)
     p.add_argument(
         "--val-data", default=None, help="a COCO panoptic folder whose loss is logged at checkpoints"
     )
