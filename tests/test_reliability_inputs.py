@@ -707,17 +707,23 @@ def test_image_arrays(case, seg):
 
 
 HUGE_SCRIPT = """
-import json, resource, sys, numpy as np
+import json, sys, numpy as np
 from maskconver.runtime.segmenter import Segmenter
+
+def hwm_mb():  # VmHWM belongs to this process image (ru_maxrss would carry the parent's peak across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
 seg = Segmenter(sys.argv[1], num_threads=2)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm_mb()
 img = np.empty((8000, 8000, 3), np.uint8)
 img[:] = (30, 160, 90)
 img[2000:6000, 1000:5000] = (230, 40, 40)
 r = seg.segment(img)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"shape": list(r.category_mask.shape), "segments": len(r.segments),
-                  "base_mb": base / 1024, "peak_mb": peak / 1024}))
+                  "base_mb": base, "peak_mb": hwm_mb()}))
 """
 
 
