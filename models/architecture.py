@@ -44,6 +44,23 @@ HEAD_NAMES = {
 BN_ATTRS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
+# mask_head.npz array name -> canonical weight name
+MASK_HEAD_WEIGHTS = {
+    "class_embeddings": "class_embeddings/embeddings",
+    "mlp_dense0_kernel": "mlp/dense/0/kernel",
+    "mlp_dense0_bias": "mlp/dense/0/bias",
+    "mlp_norm_gamma": "mlp/norms/0/gamma",
+    "mlp_norm_beta": "mlp/norms/0/beta",
+    "mlp_dense1_kernel": "mlp/dense/1/kernel",
+    "mlp_dense1_bias": "mlp/dense/1/bias",
+}
+
+
+def mask_head_from_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``mask_head.npz`` arrays from canonically named weights (a model's or a checkpoint's)."""
+    return {k: np.asarray(weights[v], dtype=np.float32) for k, v in MASK_HEAD_WEIGHTS.items()}
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """MobileNet channel rounding: nearest multiple of ``divisor``, never more than 10% below ``value``."""
     new = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -115,16 +132,7 @@ class MaskConverModel:
 
     def mask_head_arrays(self) -> dict[str, np.ndarray]:
         """The float32 arrays of ``mask_head.npz`` (model-file.md)."""
-        w = self.get_weights_dict()
-        return {
-            "class_embeddings": w["class_embeddings/embeddings"],
-            "mlp_dense0_kernel": w["mlp/dense/0/kernel"],
-            "mlp_dense0_bias": w["mlp/dense/0/bias"],
-            "mlp_norm_gamma": w["mlp/norms/0/gamma"],
-            "mlp_norm_beta": w["mlp/norms/0/beta"],
-            "mlp_dense1_kernel": w["mlp/dense/1/kernel"],
-            "mlp_dense1_bias": w["mlp/dense/1/bias"],
-        }
+        return mask_head_from_weights(self.get_weights_dict())
 
     def mask_embeddings(self, center_embeddings, classes):
         """``[B,K,D]`` gathered centre embeddings and ``[B,K]`` classes -> ``[B,K,D]`` (product, then MLP)."""

@@ -124,6 +124,17 @@ def match_weights(
     return {k: np.asarray(arrays[k], dtype=np.float32) for k in expected}
 
 
+def read_mask_head(path: str | Path) -> dict[str, np.ndarray]:
+    """The ``mask_head.npz`` arrays of a checkpoint (Model Garden or maskconver) without building the model."""
+    from maskconver.models.architecture import mask_head_from_weights
+
+    arrays, _, _ = read_checkpoint_arrays(path)
+    try:
+        return mask_head_from_weights(arrays)
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {path} has no mask head variable {e}") from e
+
+
 def load_checkpoint(path: str | Path, config: MaskConverConfig | None = None, input_size=None):
     """Build the model for ``config`` and load ``path`` into it; all-or-nothing.
 

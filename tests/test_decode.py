@@ -76,21 +76,10 @@ def mask_head():
     ckpt = MG / "export_ckpt" / "ckpt-1"
     if not (MG / "export_ckpt" / "ckpt-1.index").exists():
         pytest.skip(f"Model Garden checkpoint not found under {MG}")
-    tf = pytest.importorskip("tensorflow")
-    reader = tf.train.load_checkpoint(str(ckpt))
+    pytest.importorskip("tensorflow")
+    from maskconver.models.checkpoint import read_mask_head
 
-    def var(name: str) -> np.ndarray:
-        return reader.get_tensor(f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE")
-
-    return {
-        "class_embeddings": var("class_embeddings/embeddings"),
-        "mlp_dense0_kernel": var("mlp/dense/0/kernel"),
-        "mlp_dense0_bias": var("mlp/dense/0/bias"),
-        "mlp_norm_gamma": var("mlp/norms/0/gamma"),
-        "mlp_norm_beta": var("mlp/norms/0/beta"),
-        "mlp_dense1_kernel": var("mlp/dense/1/kernel"),
-        "mlp_dense1_bias": var("mlp/dense/1/bias"),
-    }
+    return read_mask_head(ckpt)
 
 
 def _segments(category: np.ndarray, instance: np.ndarray) -> set[tuple[int, int, int]]:

@@ -425,22 +425,9 @@ def fuzz_cases(out: Path, log: Callable[[str], None], n: int = FUZZ_CASES) -> No
 def modelgarden_head() -> dict[str, np.ndarray]:
     """The mask-head arrays read from the Model Garden export checkpoint (as tests/test_decode.py)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from maskconver.models.checkpoint import read_mask_head
 
-    reader = tf.train.load_checkpoint(str(MG / "export_ckpt" / "ckpt-1"))
-
-    def var(name: str) -> np.ndarray:
-        return reader.get_tensor(f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE")
-
-    return {
-        "class_embeddings": var("class_embeddings/embeddings"),
-        "mlp_dense0_kernel": var("mlp/dense/0/kernel"),
-        "mlp_dense0_bias": var("mlp/dense/0/bias"),
-        "mlp_norm_gamma": var("mlp/norms/0/gamma"),
-        "mlp_norm_beta": var("mlp/norms/0/beta"),
-        "mlp_dense1_kernel": var("mlp/dense/1/kernel"),
-        "mlp_dense1_bias": var("mlp/dense/1/bias"),
-    }
+    return read_mask_head(MG / "export_ckpt" / "ckpt-1")
 
 
 def modelgarden_outputs() -> dict[str, np.ndarray]:
