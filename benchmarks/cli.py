@@ -63,6 +63,12 @@ def _bench_parser() -> argparse.ArgumentParser:
         "--images", metavar="DIR", help="host: benchmark on these images (default: synthetic scenes)"
     )
     p.add_argument("--adb", metavar="PATH", help="the adb binary (default: $ADB, $ANDROID_HOME, PATH)")
+    p.add_argument(
+        "--mask-resolution",
+        choices=("full", "grid"),
+        default="full",
+        help="host: decoding timed in each frame, full (bilinear masks, default) or grid (the real-time merge)",
+    )
     return p
 
 
@@ -99,6 +105,12 @@ def _compare_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clock-ghz", type=float, help="CPU clock for the peak estimate (default /proc/cpuinfo)")
     p.add_argument("--images", metavar="DIR", help="benchmark on these images (default: synthetic scenes)")
+    p.add_argument(
+        "--mask-resolution",
+        choices=("full", "grid"),
+        default="full",
+        help="decoding timed in each frame: full (bilinear masks, default) or grid (the real-time merge)",
+    )
     return p
 
 
@@ -126,6 +138,7 @@ def _run_bench(args: argparse.Namespace) -> int:
                 runs=args.runs,
                 warmup=5 if args.warmup is None else args.warmup,
                 images=args.images,
+                mask_resolution=args.mask_resolution,
             )
         except HostBenchmarkError as e:
             return _fail(str(e))
@@ -188,6 +201,7 @@ def _run_compare(args: argparse.Namespace) -> int:
             num_calibration=args.num_calibration,
             clock_ghz=args.clock_ghz,
             images=args.images,
+            mask_resolution=args.mask_resolution,
         )
     except CompareError as e:
         return _fail(str(e))

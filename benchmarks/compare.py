@@ -380,13 +380,15 @@ def compare(
     clock_ghz: float | None = None,
     images: str | os.PathLike[str] | Sequence[Any] | None = None,
     isolate: bool = True,
+    mask_resolution: str = "full",
     progress: Callable[[str], None] | None = _say,
 ) -> dict[str, Any]:
     """Convert ``checkpoint`` to every variant at every size (cached) and time them; return the result dict.
 
     ``result["sizes"][str(size)]["rows"]`` holds one row per variant (median/p90 of inference and frame,
     GMAC/s, % of int8 peak) and ``ratios`` the int8-lowered/fp32 and decode/inference ratios. ``images``: a
-    folder or a list of RGB arrays (default: synthetic 480x640 scenes); ``isolate``: convert in a child process.
+    folder or a list of RGB arrays (default: synthetic 480x640 scenes); ``isolate``: convert in a child process;
+    ``mask_resolution``: the decoding timed in the frame (``"full"`` or ``"grid"``, see ``Segmenter``).
     """
     say = progress or (lambda _m: None)
     if not Path(checkpoint).exists():
@@ -425,6 +427,7 @@ def compare(
             "per_round": per_round,
             "warmup": warmup,
             "threads": n_threads,
+            "mask_resolution": mask_resolution,
             "variants": list(variants),
             "images": source,
             "num_calibration": num_calibration,
@@ -453,7 +456,9 @@ def compare(
             progress=progress,
         )
         say(f"{size}x{size}: loading {len(chosen)} models")
-        segs = [Segmenter(paths[v.key], num_threads=n_threads) for v in chosen]
+        segs = [
+            Segmenter(paths[v.key], num_threads=n_threads, mask_resolution=mask_resolution) for v in chosen
+        ]
         say(f"{size}x{size}: warm-up {warmup}, then {rounds} rounds x {per_round} frames per model")
         load = os.getloadavg()
         times = round_robin_times(segs, frames, rounds, per_round, warmup, progress, f"{size}x{size} ")
@@ -533,7 +538,8 @@ def compare_to_markdown(result: dict[str, Any]) -> str:
         + (" (under a hypervisor)" if dev.get("hypervisor") else ""),
         f"- Runtimes: {', '.join(f'{k} {v}' for k, v in result['runtime'].items())}",
         f"- Method: {st['warmup']} warm-up frames per model, then {st['rounds']} rounds x {st['per_round']} frames "
-        f"per model, {st['order']}; frames: {st['images']}",
+        f"per model, {st['order']}; frames: {st['images']}; decoding: mask_resolution="
+        f"{st.get('mask_resolution', 'full')!r}",
         f"- int8 peak estimate: {peak['int8_macs_per_cycle_per_core']} MAC/cycle/core x {peak['cores']} cores x "
         f"{_f(peak['clock_ghz'], 3)} GHz ({peak['clock_source']}) = {_f(peak['int8_peak_gmacs'], 0)} GMAC/s",
         "",

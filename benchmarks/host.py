@@ -249,6 +249,7 @@ def run_host(
     images: str | os.PathLike[str] | Sequence[Any] | None = None,
     backend: str | None = None,
     *,
+    mask_resolution: str = "full",
     progress: Callable[[str], None] | None = _say,
 ) -> dict[str, Any]:
     """Benchmark ``model_path`` in this process and return the ``maskconver-bench/1`` host result dict.
@@ -262,6 +263,7 @@ def run_host(
         images: None (synthetic scenes at 480x640), a folder, or a list of RGB arrays / paths; frames are used
             in turn.
         backend: ``"litert"`` / ``"onnx"``; None = by file suffix.
+        mask_resolution: decoding timed in each frame, ``"full"`` (default) or ``"grid"`` (see ``Segmenter``).
         progress: called with progress lines (default: stderr); None for silence.
     Raises:
         HostBenchmarkError: missing model or bad settings (message says what to change).
@@ -283,7 +285,9 @@ def run_host(
     say(f"loading {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
     t0 = time.perf_counter()
     try:
-        seg = Segmenter(path, backend=backend, num_threads=threads, delegate=delegate)
+        seg = Segmenter(
+            path, backend=backend, num_threads=threads, delegate=delegate, mask_resolution=mask_resolution
+        )
     except (ModelFileError, DelegateError, ValueError) as e:
         raise HostBenchmarkError(f"cannot load {path} for the host benchmark: {e}") from e
     init_ms = 1000.0 * (time.perf_counter() - t0)
@@ -344,6 +348,7 @@ def run_host(
         device=dev,
         settings={
             "threads": cfg["num_threads"],
+            "mask_resolution": cfg["mask_resolution"],
             "delegate": cfg["delegate"],
             "delegate_requested": delegate,
             "backend": cfg["backend"],

@@ -60,10 +60,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
 from maskconver.runtime.peaks import Proposals, dequantize, find_proposals
 
+MASK_RESOLUTIONS = ("full", "grid")
 MASK_HEAD_KEYS = (
     "class_embeddings",
     "mlp_dense0_kernel",
@@ -379,8 +381,18 @@ def output_plans(
 ) -> tuple[AxisPlan, AxisPlan, int]:
     """Resize plans (y, x) and the area of the resized canvas in output pixels."""
     h, w = feature_size
+    cy, cx = output_canvas(output_size, valid_size, input_size)
+    return axis_plan(h, cy, output_size[0]), axis_plan(w, cx, output_size[1]), cy * cx
+
+
+def output_canvas(
+    output_size: tuple[int, int], valid_size: tuple[int, int] | None, input_size: tuple[int, int]
+) -> tuple[int, int]:
+    """The model input canvas in output pixels, ``(Hc, Wc)``: ``output_size`` without a letterbox, else
+    ``ceil(input_size * output_size / valid_size)`` per axis (exact integer arithmetic), as in Model
+    Garden's ``_resize_and_pad_masks``; the output is its top-left ``output_size`` crop."""
     if valid_size is None:
-        return axis_plan(h, output_size[0]), axis_plan(w, output_size[1]), output_size[0] * output_size[1]
+        return int(output_size[0]), int(output_size[1])
     canvas = []
     for ax in range(2):
         vs, out, inp = int(valid_size[ax]), int(output_size[ax]), int(input_size[ax])
@@ -389,11 +401,21 @@ def output_plans(
                 f"valid_size {tuple(valid_size)} must lie within the model input {tuple(input_size)}"
             )
         canvas.append(-(-inp * out // vs))  # ceil(input * original / valid)
-    return (
-        axis_plan(h, canvas[0], output_size[0]),
-        axis_plan(w, canvas[1], output_size[1]),
-        canvas[0] * canvas[1],
-    )
+    return canvas[0], canvas[1]
+
+
+def grid_axes(
+    feature_size: tuple[int, int],
+    output_size: tuple[int, int],
+    valid_size: tuple[int, int] | None,
+    input_size: tuple[int, int],
+) -> tuple[GridAxis, GridAxis, int]:
+    """Nearest-cell maps (y, x) of the output pixels for ``mask_resolution="grid"`` and the area of the
+    canvas in output pixels."""
+    cy, cx = output_canvas(output_size, valid_size, input_size)
+    gy = grid_axis(feature_size[0], cy, int(output_size[0]))
+    gx = grid_axis(feature_size[1], cx, int(output_size[1]))
+    return gy, gx, cy * cx
 
 
 def decode_panoptic(
@@ -416,6 +438,7 @@ def decode_panoptic(
     center_quant: tuple[float, float] | None = None,
     mask_quant: tuple[float, float] | None = None,
     method: str = "fast",
+    mask_resolution: str = "full",
 ) -> PanopticDecoding:
     """Panoptic decoding of one image's model outputs.
 
@@ -431,6 +454,11 @@ def decode_panoptic(
         input_size: model input ``(H_in, W_in)``; default ``stride * (h, w)``.
         thing_ids: thing category ids (or a bool table ``[C]``); default COCO 1..90.
         method: ``"fast"`` (coarse-to-fine) or ``"dense"`` (full resolution); identical results.
+        mask_resolution: ``"full"`` (default): logits bilinearly resized to the output, the reference
+            merge. ``"grid"``: the real-time path (Model Garden's hardware-optimised one, see
+            :mod:`maskconver.runtime.grid_merge`): the merge runs on the model's feature grid and every
+            output pixel takes its cell's labels (blocky boundaries, a fraction of the cost); ``method`` is
+            then unused and ``mask_logits`` holds only the cells the output covers.
 
     Raises:
         ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
@@ -438,6 +466,8 @@ def decode_panoptic(
     """
     if method not in ("fast", "dense"):
         raise ValueError(f"method must be 'fast' or 'dense', got {method!r}")
+    if mask_resolution not in MASK_RESOLUTIONS:
+        raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
     heat = _unbatch(heatmap, "heatmap")
     center = _unbatch(center_embeddings, "center_embeddings")
     feats = _unbatch(mask_features, "mask_features")
@@ -460,7 +490,11 @@ def decode_panoptic(
         output_size = tuple(canvas_size)
     output_size = (int(output_size[0]), int(output_size[1]))
     input_size = (stride * h, stride * w) if input_size is None else (int(input_size[0]), int(input_size[1]))
-    py, px, canvas_area = output_plans((h, w), output_size, valid_size, input_size)
+    grid = mask_resolution == "grid"
+    if grid:
+        gy, gx, canvas_area = grid_axes((h, w), output_size, valid_size, input_size)
+    else:
+        py, px, canvas_area = output_plans((h, w), output_size, valid_size, input_size)
     small_area = float(small_area_threshold) * canvas_area / float(canvas_size[0] * canvas_size[1])
     try:  # ids given as a tuple (or None): the table is cached
         is_thing = _thing_table_of(thing_ids, c)  # type: ignore[arg-type]
@@ -472,13 +506,18 @@ def decode_panoptic(
         rows = center[props.yx[:, 0], props.yx[:, 1]]
         rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
         emb = mask_embeddings(rows, props.classes, mh)
+        if grid:  # only the cells some output pixel falls into
+            feats = feats[gy.take()][:, gx.take()]
         logits = mask_logits(feats, emb, mq)
         _check_finite(
             logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)"
         )
-        merge = (merge_fast if method == "fast" else merge_dense)(
-            logits, props.scores, py, px, small_area, float(overlap_threshold)
-        )
+        if grid:
+            merge = merge_grid(logits, props.scores, gy, gx, small_area, float(overlap_threshold))
+        else:
+            merge = (merge_fast if method == "fast" else merge_dense)(
+                logits, props.scores, py, px, small_area, float(overlap_threshold)
+            )
     seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, is_thing)
     if len(props):
         category_mask = merge.paint(cat_lut)

@@ -221,6 +221,26 @@ def test_backends_agree_and_int8_outputs_stay_quantised(segmenters):
     assert all(q is None for _, q in segmenters["fp32"].infer(np.zeros((1, 64, 64, 3), np.uint8)).values())
 
 
+@pytest.mark.parametrize("name", ["int8", "onnx"])
+def test_grid_masks_give_the_square_exactly(segmenters, name):
+    """The square sits on the 8-pixel feature grid: the grid merge reproduces it exactly (no bilinear
+    rounding of the corners), with the same segments as the full merge."""
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    seg = segmenters[name]
+    full = seg.segment(img)
+    r = seg.segment(img, mask_resolution="grid")
+    x0, y0, x1, y1 = SQUARE_BOX
+    want = np.full((96, 128), 2, np.int32)
+    want[y0:y1, x0:x1] = 1
+    assert np.array_equal(r.category_mask, want)
+    assert [(s.name, s.bbox, s.instance_id) for s in r.segments] == [
+        (s.name, s.bbox, s.instance_id) for s in full.segments
+    ]
+    assert [s.area for s in r.segments] == [96 * 128 - (x1 - x0) * (y1 - y0), (x1 - x0) * (y1 - y0)]
+    with pytest.raises(ValueError, match="mask_resolution must be one of"):
+        seg.segment(img, mask_resolution="half")
+
+
 def test_canvas_mode_is_the_640_reference_canvas(segmenters):
     r = segmenters["int8"].segment(rtm.square_image(96, 128, SQUARE_BOX), output="canvas")
     # letterbox scale 0.5 puts the square at (24, 16, 48, 40) of the 64x64 input; the canvas is 10x that
@@ -394,8 +414,10 @@ def test_demo_model_results_are_self_consistent(suffix):
     seg = Segmenter(files[0], num_threads=2)
     rng = np.random.default_rng(3)
     img = np.repeat(np.repeat(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8), 16, 0), 16, 1)  # 240x320
-    for mode, shape in (("original", (240, 320)), ("canvas", tuple(seg.info.canvas_size))):
-        r = seg.segment(img, output=mode)
+    modes = [("original", "full", (240, 320)), ("canvas", "full", tuple(seg.info.canvas_size))]
+    modes += [("original", "grid", (240, 320)), ("canvas", "grid", tuple(seg.info.canvas_size))]
+    for mode, masks, shape in modes:
+        r = seg.segment(img, output=mode, mask_resolution=masks)
         assert r.shape == shape
         ids = r.panoptic_ids()
         assert sorted(np.unique(ids[ids > 0]).tolist()) == sorted(s.id for s in r.segments if s.area > 0)

@@ -1,0 +1,119 @@
+"""Panoptic merge on the model's feature grid: the real-time path (``mask_resolution="grid"``).
+
+Model Garden's ``MaskConverPanopticGenerator`` has a second, "hardware-optimised" path
+(``use_hardware_optimization=True``, ``shared/reference/modelgarden-maskconver.md`` section 3.3): the mask
+logits are *not* resized; the merge runs on the stride-8 feature grid and the application upsamples the
+panoptic map. This module is that path, fitted to the SDK's output at the original image resolution:
+
+* every output pixel takes the feature cell that its centre falls into (nearest neighbour through the
+  letterbox: output pixel centre -> input-canvas coordinate -> cell ``floor(u / cell)``), so the label maps
+  are the grid's labels repeated over blocks of pixels;
+* the merge itself is the reference merge (``sigmoid``, winner ``argmax_q p_q * score_q`` first on ties,
+  ``original_area = count(p > 0.5)``, the same keep test) with every cell counted with the number of output
+  pixels it covers. Areas, boxes and the keep test are therefore exact for the upsampled label maps.
+
+Model Garden uses a hard sigmoid on this path; the true sigmoid is kept here so that the grid merge differs
+from the full-resolution merge only by where the logits are sampled. The cost is ``O(h * w * K)`` with no
+per-pixel work, independent of how sharp the masks are; boundaries are blocky (one cell = ``stride``
+input pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from maskconver.runtime.merge import MergeResult, _empty, _keep, winner_dtype
+from maskconver.runtime.peaks import sigmoid32
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """Nearest-cell map of one output axis. ``cells [n]`` int64 the grid cells that output pixels fall
+    into (ascending), ``count [n]`` int64 output pixels per such cell, ``start [n]`` int64 the first output
+    pixel of each (``start + count`` is its exclusive end)."""
+
+    cells: np.ndarray
+    count: np.ndarray
+    start: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.cells.shape[0])
+
+    def take(self) -> slice | np.ndarray:
+        """Index of the used cells along the grid axis: a slice when they are ``0..n-1``."""
+        return slice(0, self.n) if int(self.cells[-1]) == self.n - 1 else self.cells
+
+
+@lru_cache(maxsize=64)
+def grid_axis(cells: int, canvas: int, keep: int) -> GridAxis:
+    """The first ``keep`` output pixels of an axis whose ``canvas`` output pixels span ``cells`` grid cells
+    (the canvas is the model input in output pixels, as in the full merge; ``1 <= keep <= canvas``).
+
+    Output pixel ``i`` (centre ``i + 0.5``) lies in cell ``floor((i + 0.5) * cells / canvas)``, computed in
+    integers as ``((2 i + 1) * cells) // (2 canvas)``.
+    """
+    cells, canvas, keep = int(cells), int(canvas), int(keep)
+    if not (cells >= 1 and 1 <= keep <= canvas):
+        raise ValueError(
+            f"bad grid axis: {cells} cells, canvas {canvas}, keep {keep} (need 1 <= keep <= canvas)"
+        )
+    i = np.arange(keep, dtype=np.int64)
+    cell = ((2 * i + 1) * cells) // (2 * canvas)
+    used, start, count = np.unique(cell, return_index=True, return_counts=True)
+    out = GridAxis(used.astype(np.int64), count.astype(np.int64), start.astype(np.int64))
+    for a in (out.cells, out.count, out.start):
+        a.flags.writeable = False
+    return out
+
+
+def merge_grid(
+    logits: np.ndarray,
+    scores: np.ndarray,
+    gy: GridAxis,
+    gx: GridAxis,
+    small_area: float,
+    overlap: float,
+) -> MergeResult:
+    """Merge on the grid. ``logits [gy.n, gx.n, K]`` float32 (the used cells only, best proposal first),
+    ``scores [K]`` -> :class:`MergeResult` at ``[sum(gy.count), sum(gx.count)]`` output pixels, with the
+    winner map and label maps expanded by repeating each cell over its pixels."""
+    k = logits.shape[-1]
+    hh, ww = int(gy.count.sum()), int(gx.count.sum())
+    if k == 0:
+        return _empty(hh, ww)
+    p = sigmoid32(np.asarray(logits, dtype=np.float32))  # [ny, nx, K]
+    win = np.argmax(p * np.asarray(scores, dtype=np.float32), axis=-1).astype(winner_dtype(k))  # [ny, nx]
+    weight = np.outer(gy.count, gx.count)  # output pixels per cell
+    mask_area = np.bincount(win.ravel(), weights=weight.ravel(), minlength=k).astype(np.int64)
+    positive = (p > np.float32(0.5)).reshape(-1, k)
+    original_area = np.rint(weight.reshape(1, -1).astype(np.float64) @ positive).astype(np.int64)[0]
+    original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
+    kept = _keep(mask_area, original_area, small_area, overlap)
+    bbox = _grid_bbox(win, k, gy, gx)
+
+    def paint(lut: np.ndarray) -> np.ndarray:
+        small = np.take(lut, win)
+        return np.repeat(np.repeat(small, gy.count, axis=0), gx.count, axis=1)
+
+    return MergeResult(paint(np.arange(k, dtype=win.dtype)), mask_area, original_area, kept, bbox, paint)
+
+
+def _grid_bbox(win: np.ndarray, k: int, gy: GridAxis, gx: GridAxis) -> np.ndarray:
+    """``(x0, y0, x1, y1)`` int64 ``[k, 4]`` in output pixels of each proposal's cells in ``win [ny, nx]``
+    (zeros where nothing won)."""
+    ny, nx = win.shape
+    rows = np.zeros((ny, k), dtype=bool)
+    rows[np.arange(ny)[:, None], win] = True
+    cols = np.zeros((nx, k), dtype=bool)
+    cols[np.arange(nx)[None, :], win] = True
+    has = rows.any(axis=0)
+    y0 = rows.argmax(axis=0)
+    y1 = ny - 1 - rows[::-1].argmax(axis=0)
+    x0 = cols.argmax(axis=0)
+    x1 = nx - 1 - cols[::-1].argmax(axis=0)
+    box = np.stack([gx.start[x0], gy.start[y0], gx.start[x1] + gx.count[x1], gy.start[y1] + gy.count[y1]], 1)
+    box[~has] = 0
+    return box.astype(np.int64)
