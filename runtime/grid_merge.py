@@ -88,8 +88,10 @@ def merge_grid(
     win = np.argmax(p * np.asarray(scores, dtype=np.float32), axis=-1).astype(winner_dtype(k))  # [ny, nx]
     weight = np.outer(gy.count, gx.count)  # output pixels per cell
     mask_area = np.bincount(win.ravel(), weights=weight.ravel(), minlength=k).astype(np.int64)
-    positive = (p > np.float32(0.5)).reshape(-1, k)
-    original_area = np.rint(weight.reshape(1, -1).astype(np.float64) @ positive).astype(np.int64)[0]
+    # count(p > 0.5) in output pixels as one matrix product; integer sums below 2^24 are exact in float32
+    exact = np.float32 if hh * ww < 1 << 24 else np.float64
+    positive = (p > np.float32(0.5)).reshape(-1, k).astype(exact)
+    original_area = np.rint(weight.reshape(1, -1).astype(exact) @ positive).astype(np.int64)[0]
     original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
     kept = _keep(mask_area, original_area, small_area, overlap)
     bbox = _grid_bbox(win, k, gy, gx)

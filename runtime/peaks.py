@@ -84,35 +84,40 @@ def _native_cut(value: float, dtype: np.dtype, quant: tuple[float, float] | None
     return int(np.clip(np.ceil(zero_point + value / scale - 1e-6), info.min, info.max + 1))
 
 
-def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
-    """Whether ``flat[idx]`` is ``>=`` all its in-image 3x3 neighbours of the same class. ``idx`` int64 [n]."""
-    v = flat[idx]
+_OFFSETS = np.array(_EARLIER + _LATER, dtype=np.int64)  # [8, 2] (dy, dx); the first 4 are the earlier ones
+
+
+def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
+    ``_OFFSETS``) and whether each lies inside the image ``[n, 8]`` (outside: the index is ``idx`` itself)."""
     pix = idx // c
     y = pix // w
     x = pix - y * w
-    ok = np.ones(idx.shape, dtype=bool)
-    for dy, dx in _EARLIER + _LATER:
-        inb = (y + dy >= 0) & (y + dy < h) & (x + dx >= 0) & (x + dx < w)
-        nb = np.where(inb, idx + (dy * w + dx) * c, idx)
-        ok &= flat[nb] <= v
-    return ok
+    ny = y[:, None] + _OFFSETS[:, 0]
+    nx = x[:, None] + _OFFSETS[:, 1]
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    nb = idx[:, None] + (_OFFSETS[:, 0] * w + _OFFSETS[:, 1]) * c
+    return np.where(inside, nb, idx[:, None]), inside
+
+
+def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+    """Whether ``flat[idx]`` is ``>=`` all its in-image 3x3 neighbours of the same class. ``idx`` int64 [n]."""
+    nb, _ = _neighbours(idx, h, w, c)
+    return (flat[nb] <= flat[idx][:, None]).all(axis=1)
 
 
 def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
     """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool."""
-    is_max = _window_max(flat, idx, h, w, c)
-    v = flat[idx]
-    pix = idx // c
-    y = pix // w
-    x = pix - y * w
-    keep = is_max.copy()
-    for dy, dx in _EARLIER:
-        inb = (y + dy >= 0) & (x + dx >= 0) & (x + dx < w)
-        nb = idx + (dy * w + dx) * c
-        tie = keep & inb & (flat[np.where(inb, nb, idx)] == v)
-        if tie.any():
-            sel = np.flatnonzero(tie)
-            keep[sel[_window_max(flat, nb[sel], h, w, c)]] = False
+    nb, inside = _neighbours(idx, h, w, c)
+    vals = flat[nb]  # [n, 8]
+    v = flat[idx][:, None]
+    keep = (vals <= v).all(axis=1)
+    # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak
+    tie = keep[:, None] & inside[:, :4] & (vals[:, :4] == v)
+    rows, cols = np.nonzero(tie)
+    if rows.size:
+        other_max = _window_max(flat, nb[rows, cols], h, w, c)
+        keep[rows[other_max]] = False
     return keep
 
 
