@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from maskconver.runtime.argtypes import non_negative_int, positive_int
+from maskconver.runtime.decode import MASK_RESOLUTIONS
 
 __all__ = ["main"]
 
@@ -65,9 +66,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--adb", metavar="PATH", help="the adb binary (default: $ADB, $ANDROID_HOME, PATH)")
     p.add_argument(
         "--mask-resolution",
-        choices=("full", "grid"),
+        choices=MASK_RESOLUTIONS,
         default="full",
-        help="host: decoding timed in each frame, full (bilinear masks, default) or grid (the real-time merge)",
+        help="host: decoding timed in each frame, full (bilinear masks, default) or grid / grid2x / grid4x (the real-time merge)",
     )
     return p
 
@@ -107,9 +108,9 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", metavar="DIR", help="benchmark on these images (default: synthetic scenes)")
     p.add_argument(
         "--mask-resolution",
-        choices=("full", "grid"),
+        choices=MASK_RESOLUTIONS,
         default="full",
-        help="decoding timed in each frame: full (bilinear masks, default) or grid (the real-time merge)",
+        help="decoding timed in each frame: full (bilinear masks, default) or grid / grid2x / grid4x (the real-time merge)",
     )
     return p
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from maskconver.runtime.decode import MASK_RESOLUTIONS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 WINDOW = "maskconver"
@@ -83,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mask-resolution",
-        choices=("full", "grid"),
+        choices=MASK_RESOLUTIONS,
         default="full",
         help="full (default): bilinear masks, the reference merge; grid: merge on the model's stride-8 grid "
-        "(blocky boundaries, several times faster decoding: for live video)",
+        "(blocky boundaries, several times faster decoding: for live video); grid2x / grid4x: on the grid "
+        "bilinearly upsampled 2x / 4x first",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no per-frame lines")

@@ -35,6 +35,7 @@ from maskconver.runtime.coco_panoptic_io import (
     write_json,
     write_panoptic_png,
 )
+from maskconver.runtime.decode import MASK_RESOLUTIONS
 from maskconver.runtime.panoptic_quality import PQAccumulator, PQResult, ProgressPrinter, pq_compute
 
 __all__ = ["EvalError", "build_parser", "find_dataset", "main", "prediction_from_result", "read_rgb"]
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="RGB image folder for MODEL (default: found from --data)")
     p.add_argument("--save-pred", metavar="DIR", help="with MODEL: also write predictions (PNGs + pred.json)")
     p.add_argument("--limit", type=int, help="with MODEL: score only the first N images")
+    p.add_argument(
+        "--mask-resolution",
+        choices=MASK_RESOLUTIONS,
+        default="full",
+        help="with MODEL: full (bilinear masks, default) or grid / grid2x / grid4x (the real-time merge on the feature grid, upsampled 1x / 2x / 4x)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the results as JSON (atomic)")
     p.add_argument("--workers", type=int, help="processes for scoring saved predictions (default: auto)")
     p.add_argument("--per-class", action="store_true", help="print the per-class table too")
@@ -246,7 +253,7 @@ def prediction_from_result(result: Any) -> tuple[np.ndarray, list[dict[str, Any]
     return panoptic_from_masks(cm, im)
 
 
-def _load_segmenter(model: str) -> Any:
+def _load_segmenter(model: str, mask_resolution: str = "full") -> Any:
     try:
         from maskconver.runtime.segmenter import Segmenter
     except ImportError as e:
@@ -254,7 +261,7 @@ def _load_segmenter(model: str) -> Any:
             f"cannot import maskconver.runtime.segmenter.Segmenter ({e}); running a model needs the runtime "
             "Segmenter. To score predictions you already saved, use --gt-json/--gt-dir/--pred-json/--pred-dir"
         ) from e
-    return Segmenter(_model_file(model))
+    return Segmenter(_model_file(model), mask_resolution=mask_resolution)
 
 
 def _model_file(model: str) -> str:
@@ -296,7 +303,7 @@ def _eval_model(args: argparse.Namespace) -> tuple[PQResult, dict[str, Any]]:
     if not anns:
         raise EvalError(f"{paths['gt_json']} has no annotations to score")
     images_by_id = {im["id"]: im for im in gt.get("images", []) if isinstance(im, dict) and "id" in im}
-    segmenter = _load_segmenter(args.model)
+    segmenter = _load_segmenter(args.model, args.mask_resolution)
     acc = PQAccumulator(categories)
     saved: list[dict[str, Any]] = []
     save_dir = Path(args.save_pred) if args.save_pred else None

@@ -281,6 +281,7 @@ class Segmenter:
             merge. ``"grid"``: the real-time path: the merge runs on the model's stride-8 feature grid and
             every output pixel takes its cell's labels (Model Garden's hardware-optimised path; blocky
             boundaries, decoding several times cheaper; :mod:`maskconver.runtime.grid_merge`).
+            ``"grid2x"`` / ``"grid4x"``: the grid bilinearly upsampled 2x / 4x before that merge.
 
     Not thread-safe: one interpreter per ``Segmenter``; use one ``Segmenter`` per thread.
     """

@@ -145,3 +145,37 @@ def test_bad_mask_resolution_is_refused():
     head: dict[str, np.ndarray] = {}
     with pytest.raises(ValueError, match="mask_resolution must be one of"):
         decode_panoptic(z, z, z, head, mask_resolution="coarse")
+
+
+@pytest.mark.parametrize("mode,factor", [("grid", 1), ("grid2x", 2), ("grid4x", 4)])
+def test_grid_at_its_own_resolution_is_the_full_merge(mode, factor):
+    """When every output pixel is one (upsampled) grid cell, the grid merge is the reference merge."""
+    rng = np.random.default_rng(factor)
+    h, w, c, d = 6, 9, 5, 16
+    head = {
+        "class_embeddings": rng.standard_normal((c, d)).astype(np.float32),
+        "mlp_dense0_kernel": (rng.standard_normal((d, d)) / 4).astype(np.float32),
+        "mlp_dense0_bias": np.zeros(d, np.float32),
+        "mlp_norm_gamma": np.ones(d, np.float32),
+        "mlp_norm_beta": np.zeros(d, np.float32),
+        "mlp_dense1_kernel": (rng.standard_normal((d, d)) / 2).astype(np.float32),
+        "mlp_dense1_bias": np.zeros(d, np.float32),
+    }
+    heat = rng.normal(-2, 2, (1, h, w, c)).astype(np.float32)
+    center = rng.standard_normal((1, h, w, d)).astype(np.float32)
+    feats = rng.standard_normal((1, h, w, d)).astype(np.float32)
+    size = (h * factor, w * factor)
+    kw = dict(
+        output_size=size,
+        input_size=(8 * h, 8 * w),
+        small_area_threshold=0.0,
+        overlap_threshold=0.3,
+        thing_ids=(1, 2),
+    )
+    full = decode_panoptic(heat, center, feats, head, **kw)
+    grid = decode_panoptic(heat, center, feats, head, mask_resolution=mode, **kw)
+    assert np.array_equal(grid.category_mask, full.category_mask)
+    assert np.array_equal(grid.instance_mask, full.instance_mask)
+    assert np.array_equal(grid.proposal_areas, full.proposal_areas)
+    assert np.array_equal(grid.segment_bboxes, full.segment_bboxes)
+    assert full.num_segments >= 1 and len(full.proposal_scores) >= 3
