@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -261,6 +262,18 @@ class _OnnxRunner:
         return {name: (a, None) for name, a in zip(OUTPUT_NAMES, arrays, strict=True)}
 
 
+@dataclass
+class _Started:
+    """A frame after preprocessing and inference, waiting to be decoded."""
+
+    rgb: np.ndarray
+    canvas: np.ndarray
+    valid: tuple[int, int]
+    outputs: dict[str, tuple[np.ndarray, tuple[float, float] | None]]
+    preprocess_ms: float
+    inference_ms: float
+
+
 class Segmenter:
     """Panoptic segmentation with a maskconver model file.
 
@@ -414,12 +427,21 @@ class Segmenter:
         Returns:
             :class:`PanopticResult` with ``speed`` in ms for preprocess / inference / postprocess.
         """
+        mode, masks = self._modes(output, mask_resolution)
+        return self._finish(self._start(image, color), mode, masks)
+
+    def _modes(self, output: str | None, mask_resolution: str | None) -> tuple[str, str]:
         mode = self.output if output is None else output
         if mode not in OUTPUT_MODES:
             raise ValueError(f"output must be one of {OUTPUT_MODES}, got {mode!r}")
         masks = self.mask_resolution if mask_resolution is None else mask_resolution
         if masks not in MASK_RESOLUTIONS:
             raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {masks!r}")
+        return mode, masks
+
+    def _start(self, image: Any, color: str = "rgb") -> _Started:
+        """The model half of :meth:`segment`: preprocessing and inference (the only part that touches the
+        interpreter; its outputs are copies, so :meth:`_finish` may run in another thread meanwhile)."""
         t0 = time.perf_counter()
         rgb = read_image(image) if isinstance(image, str | os.PathLike) else as_rgb_uint8(image, color)
         info = self.info
@@ -428,15 +450,22 @@ class Segmenter:
         t1 = time.perf_counter()
         outs = self._run(x)
         t2 = time.perf_counter()
-        dec = self._decode(outs, rgb.shape[:2], valid, mode, masks)
+        return _Started(rgb, canvas, tuple(valid), outs, 1000.0 * (t1 - t0), 1000.0 * (t2 - t1))
+
+    def _finish(self, started: _Started, mode: str, masks: str) -> PanopticResult:
+        """The decoding half of :meth:`segment` (NumPy only)."""
+        t2 = time.perf_counter()
+        rgb = started.rgb
+        dec = self._decode(started.outputs, rgb.shape[:2], started.valid, mode, masks)
         if mode == "original":
             image_fn = _constant(rgb)
         else:
-            image_fn = _resized(canvas, tuple(info.canvas_size))
+            image_fn = _resized(started.canvas, tuple(self.info.canvas_size))
         result = self._result(dec, rgb.shape[:2], mode, image_fn)
-        t3 = time.perf_counter()
         result.speed.update(
-            preprocess=1000.0 * (t1 - t0), inference=1000.0 * (t2 - t1), postprocess=1000.0 * (t3 - t2)
+            preprocess=started.preprocess_ms,
+            inference=started.inference_ms,
+            postprocess=1000.0 * (time.perf_counter() - t2),
         )
         return result
 
@@ -503,12 +532,21 @@ class Segmenter:
         drop_stale: bool | None = None,
         vid_stride: int = 1,
         max_frames: int | None = None,
+        pipeline: bool = True,
     ) -> SegmentStream:
         """Segment a camera / video / URL / image folder: an iterator of ``(frame_index, timestamp_ms,
-        frame, result)``; see :func:`maskconver.runtime.streams.stream`."""
+        frame, result)``; ``pipeline`` runs the model on the next frame while this one is decoded. See
+        :func:`maskconver.runtime.streams.stream`."""
         from maskconver.runtime.streams import stream
 
-        return stream(self, source, drop_stale=drop_stale, vid_stride=vid_stride, max_frames=max_frames)
+        return stream(
+            self,
+            source,
+            drop_stale=drop_stale,
+            vid_stride=vid_stride,
+            max_frames=max_frames,
+            pipeline=pipeline,
+        )
 
     def close(self) -> None:
         """Release the interpreter (the object is unusable afterwards)."""

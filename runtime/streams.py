@@ -10,6 +10,11 @@ and LIVE_STREAM modes.
   - ``drop_stale=False`` (default for video files and image folders): every frame, in order; the capture
     thread reads at most a few frames ahead.
 
+  - ``pipeline=True`` (default): the model runs on frame N+1 in a worker thread while frame N is decoded
+    in the calling thread (the interpreter releases the GIL), so a frame costs about
+    ``max(inference, decoding)`` instead of their sum when the CPU has a core to spare. Results keep the
+    source order; the interpreter is used from the worker thread only.
+
   ``frame_index`` counts the source's frames from 0 (gaps show skipped frames); ``timestamp_ms`` is the
   capture time on the monotonic clock, in ms since the stream started, strictly increasing; ``frame`` is
   RGB uint8. A video that ends or breaks mid-stream ends the iteration cleanly; a source that cannot be
@@ -27,6 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -316,17 +322,19 @@ def stream(
     drop_stale: bool | None = None,
     vid_stride: int = 1,
     max_frames: int | None = None,
+    pipeline: bool = True,
 ) -> SegmentStream:
     """Segment every frame of ``source`` (see the module doc): an iterator (:class:`SegmentStream`) of
     ``(frame_index, timestamp_ms, frame RGB uint8, PanopticResult)``.
 
     Args:
-        segmenter: the :class:`Segmenter` to run (used from the calling thread only).
+        segmenter: the :class:`Segmenter` to run (do not use it elsewhere while the stream is open).
         source: camera index (``0`` / ``"0"``), stream URL, video file, image file or image folder.
         drop_stale: keep only the newest frame (bounded latency) or read every frame in order; None
             chooses True for cameras and URLs, False for files and folders.
         vid_stride: use every ``vid_stride``-th source frame (indices 0, k, 2k, ...).
         max_frames: stop after this many results.
+        pipeline: overlap the model run of the next frame with the decoding of the current one.
     Raises:
         SourceError: at call time, if the source cannot be opened.
         ValueError: bad arguments.
@@ -346,7 +354,7 @@ def stream(
         raise ValueError(
             f"{src.name} reports no frame rate, so it cannot be played in real time; use drop_stale=False"
         )
-    return SegmentStream(segmenter, FrameReader(src, drop_stale, vid_stride), max_frames)
+    return SegmentStream(segmenter, FrameReader(src, drop_stale, vid_stride), max_frames, pipeline=pipeline)
 
 
 class SegmentStream:
@@ -357,17 +365,25 @@ class SegmentStream:
     exhausting it) stops the capture thread and releases the source.
     """
 
-    def __init__(self, segmenter: Segmenter, reader: FrameReader, max_frames: int | None):
+    def __init__(
+        self, segmenter: Segmenter, reader: FrameReader, max_frames: int | None, pipeline: bool = True
+    ):
         self.segmenter = segmenter
         self._reader = reader
         self._max = max_frames
-        self._count = 0
+        self._count = 0  # frames handed to the model
         self._closed = False
+        self._ended = False
+        self._deferred: Exception | None = None
         self.source_name = reader.source.name
         self.live = reader.source.live
         self.fps = reader.source.fps
         self.drop_stale = reader.drop_stale
         self.vid_stride = reader.vid_stride
+        self.pipeline = bool(pipeline)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskconver-model") if pipeline else None
+        self._pending: tuple[Frame, Future] | None = None
+        self._modes = segmenter._modes(None, None)
 
     @property
     def dropped(self) -> int:
@@ -376,24 +392,53 @@ class SegmentStream:
     def __iter__(self) -> SegmentStream:
         return self
 
+    def _next_frame(self) -> Frame | None:
+        """The next frame to segment, or None at the end (source exhausted or ``max_frames`` reached)."""
+        if self._ended or self._closed or (self._max is not None and self._count >= self._max):
+            return None
+        frame = self._reader.get()
+        if frame is None:
+            self._ended = True  # the reader's end marker is read only once
+        else:
+            self._count += 1
+        return frame
+
     def __next__(self) -> tuple[int, float, np.ndarray, PanopticResult]:
-        if self._closed or (self._max is not None and self._count >= self._max):
-            self.close()
-            raise StopIteration
         try:
-            frame = self._reader.get()
+            if self._pool is None:
+                frame = self._next_frame()
+                if frame is None:
+                    raise StopIteration
+                return frame.index, frame.timestamp_ms, frame.image, self.segmenter.segment(frame.image)
+            if self._deferred is not None:
+                err, self._deferred = self._deferred, None
+                raise err
+            if self._pending is None:  # first frame (or the end)
+                frame = self._next_frame()
+                if frame is None:
+                    raise StopIteration
+                self._pending = (frame, self._pool.submit(self.segmenter._start, frame.image))
+            frame, future = self._pending
+            self._pending = None
+            started = future.result()  # the model's error, if any, surfaces here
+            try:
+                nxt = self._next_frame()
+            except Exception as e:  # a source error belongs to the next frame: raised on the next call
+                self._deferred, nxt = e, None
+            if nxt is not None:  # the model runs on the next frame while this one is decoded
+                self._pending = (nxt, self._pool.submit(self.segmenter._start, nxt.image))
+            result = self.segmenter._finish(started, *self._modes)
+            return frame.index, frame.timestamp_ms, frame.image, result
         except BaseException:
             self.close()
             raise
-        if frame is None:
-            self.close()
-            raise StopIteration
-        self._count += 1
-        return frame.index, frame.timestamp_ms, frame.image, self.segmenter.segment(frame.image)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)  # the interpreter is idle afterwards
+            self._pending = None
             self._reader.close()
 
     def __enter__(self) -> SegmentStream:
