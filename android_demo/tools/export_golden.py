@@ -6,21 +6,25 @@ Python runtime returns for them:
 * ``inputs.npz``: ``heatmap``, ``center_embeddings``, ``mask_features`` ``[h, w, C|D]`` (float32, or int8 /
   uint8 codes);
 * ``mask_head.npz``: the ``mask_head.npz`` arrays (float32);
-* ``case.json``: the decode arguments (output/valid/input size, thresholds, canvas, stride, thing ids, the
-  ``(scale, zero_point)`` of quantised inputs);
+* ``case.json``: the decode arguments (output/valid/input size, thresholds, canvas, stride, thing ids,
+  ``mask_resolution`` where it is not ``"full"``, the ``(scale, zero_point)`` of quantised inputs);
 * ``expected.npz`` (compressed): ``category_mask``, ``instance_mask`` ``[H, W]`` int32, the segment arrays
   (``segment_category_ids``, ``segment_instance_ids``, ``segment_scores``, ``segment_areas``,
   ``segment_bboxes``), the proposal arrays (``proposal_classes``, ``proposal_scores``, ``proposal_yx``,
-  ``proposal_areas``, ``proposal_segment``) and ``mask_logits`` ``[h, w, K]``.
+  ``proposal_areas``, ``proposal_segment``), ``mask_logits`` ``[h, w, K]`` (with a grid
+  ``mask_resolution``: the used, possibly upsampled, grid cells ``[ny, nx, K]``) and ``winner`` ``[H, W]``.
 
 Cases:
 
 * ``small``: random float / int8 / uint8 cases built here (plateaus, original-resolution crops, no proposals,
-  K below the number of peaks); tiny, committed as test resources.
+  K below the number of peaks) and cases decoded with ``mask_resolution`` ``"grid"``, ``"grid2x"`` and
+  ``"grid4x"`` (the real-time merge on the feature grid); tiny, committed as test resources.
 * ``int8``: the Model Garden 256 golden outputs quantised to int8 (per tensor) with the export checkpoint's
   mask head; about 1.5 MB, committed.
 * ``modelgarden``: the Model Garden 256 golden float outputs as they are (reference 640x640 canvas, and an
-  original-resolution crop); about 4 MB, written at test time only.
+  original-resolution crop, the crop again with ``mask_resolution="grid"``); about 5 MB, written at test
+  time only.
+* ``fuzz``: seeded random cases (``fuzz_NN``, the full merge, and ``fuzz_grid_NN``, the grid modes).
 
 The Model Garden cases need ``shared/fixtures/modelgarden`` (golden_256.npz and export_ckpt) and TensorFlow
 (to read the checkpoint).
@@ -41,7 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maskconver.runtime.decode import PanopticDecoding, decode_panoptic, output_plans
+from maskconver.runtime.decode import (
+    GRID_FACTORS,
+    PanopticDecoding,
+    decode_panoptic,
+    grid_axes,
+    output_plans,
+)
+from maskconver.runtime.grid_merge import merge_grid
 from maskconver.runtime.merge import merge_fast
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +60,7 @@ SHARED = REPO.parent / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
 ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model", "fuzz")
 FUZZ_CASES = 24
+FUZZ_GRID_CASES = 8
 # (image height, width) -> model input (height, width): upscale, downscale, exact 2x, odd sizes, identity
 LETTERBOX_SHAPES = (
     ((37, 53), (64, 64)),
@@ -130,19 +142,27 @@ def write_case(
 
 def winner_map(dec: PanopticDecoding, feature_size: tuple[int, int], args: dict[str, Any]) -> np.ndarray:
     """Winning proposal rank per output pixel ``[H, W]`` int32 (the merge's argmax, which the masks show only
-    through category / instance), from the decoding's own mask logits and scores."""
+    through category / instance), from the decoding's own mask logits and scores (the grid merge for a grid
+    ``mask_resolution``)."""
     canvas = tuple(args.get("canvas_size", (640, 640)))
     output = tuple(args.get("output_size") or canvas)
     stride = int(args.get("stride", 8))
     input_size = tuple(args.get("input_size") or (stride * feature_size[0], stride * feature_size[1]))
-    valid = args.get("valid_size")
-    py, px, area = output_plans(feature_size, output, tuple(valid) if valid else None, input_size)
+    valid = tuple(args["valid_size"]) if args.get("valid_size") else None
+    factor = GRID_FACTORS.get(args.get("mask_resolution", "full"), 0)
+    if factor:
+        grid = (feature_size[0] * factor, feature_size[1] * factor)
+        gy, gx, area = grid_axes(grid, output, valid, input_size)
+    else:
+        py, px, area = output_plans(feature_size, output, valid, input_size)
     small = float(args.get("small_area_threshold", 256.0)) * area / float(canvas[0] * canvas[1])
     if len(dec.proposal_scores) == 0:
         return np.zeros(output, np.int32)
-    merge = merge_fast(
-        dec.mask_logits, dec.proposal_scores, py, px, small, float(args.get("overlap_threshold", 0.7))
-    )
+    overlap = float(args.get("overlap_threshold", 0.7))
+    if factor:
+        merge = merge_grid(dec.mask_logits, dec.proposal_scores, gy, gx, small, overlap)
+    else:
+        merge = merge_fast(dec.mask_logits, dec.proposal_scores, py, px, small, overlap)
     np.testing.assert_array_equal(merge.mask_area, dec.proposal_areas)
     return merge.winner.astype(np.int32)
 
@@ -274,6 +294,44 @@ def small_cases(out: Path, log: Callable[[str], None]) -> None:
     o = outputs(6, 6, 1.0, -9.0)
     dec = write_case(out / "rand_empty", o, head, {}, {**base, "output_size": [48, 48]})
     log(f"rand_empty: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # grid modes (the real-time merge): uneven cells, a letterbox crop, skipped cells, ties, upsampled grids
+    o = outputs(12, 16, 6.0, -1.0)
+    args = {**base, "output_size": [100, 130], "mask_resolution": "grid"}
+    dec = write_case(out / "rand_grid_reference", o, head, {}, args)
+    log(f"rand_grid_reference: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    o = outputs(8, 12, 6.0, -1.0)
+    args = {**base, "output_size": [50, 70], "valid_size": [40, 56], "input_size": [64, 96]}
+    dec = write_case(out / "rand_grid_valid", o, head, {}, {**args, "mask_resolution": "grid"})
+    log(f"rand_grid_valid: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    dec = write_case(out / "rand_grid2x_valid", o, head, {}, {**args, "mask_resolution": "grid2x"})
+    log(f"rand_grid2x_valid: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # int8 / uint8 inputs, output smaller than the 2x grid along x (cells are skipped)
+    o = outputs(10, 10, 4.0, 0.0)
+    heat, hq = quantize(o["heatmap"], np.int8)
+    cen, cq = quantize(o["center_embeddings"], np.uint8)
+    feat, fq = quantize(o["mask_features"], np.int8)
+    q_out = {"heatmap": heat, "center_embeddings": cen, "mask_features": feat}
+    quant = {"heatmap": hq, "center_embeddings": cq, "mask_features": fq}
+    args = {**base, "output_size": [60, 14], "small_area_threshold": 5.0, "mask_resolution": "grid2x"}
+    dec = write_case(out / "rand_grid2x_int8", q_out, head, quant, args)
+    log(f"rand_grid2x_int8: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    # exact ties on the grid: two equal thing peaks with equal center embeddings (the better-ranked one wins)
+    h, w = 8, 10
+    heat = np.full((h, w, c), -8.0, np.float32)
+    heat[2, 2, 1] = heat[5, 7, 1] = 2.0
+    heat[1, 8, 6] = 1.0
+    feats = smooth_field(rng, h, w, d, 8.0)
+    feats[..., 0] = 1
+    center = np.repeat(np.repeat(feats[:1, :1], h, axis=0), w, axis=1).copy()
+    q_out = {"heatmap": heat, "center_embeddings": center, "mask_features": feats}
+    dec = write_case(
+        out / "rand_grid_ties", q_out, head, {}, {**base, "output_size": [64, 80], "mask_resolution": "grid"}
+    )
+    log(f"rand_grid_ties: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
+    o = outputs(6, 8, 6.0, -1.0)
+    args = {**base, "output_size": [45, 61], "mask_resolution": "grid4x"}
+    dec = write_case(out / "rand_grid4x_reference", o, head, {}, args)
+    log(f"rand_grid4x_reference: {dec.num_segments} segments, {len(dec.proposal_classes)} proposals")
 
 
 def letterbox_cases(out: Path, log: Callable[[str], None]) -> None:
@@ -371,10 +429,23 @@ def model_file_case(out: Path, log: Callable[[str], None]) -> None:
     log(f"model: tiny.tflite ({len(data)} bytes)")
 
 
-def fuzz_cases(out: Path, log: Callable[[str], None], n: int = FUZZ_CASES) -> None:
-    """``n`` seeded random cases: grid 3..14 x 3..14, C 2..12, D 2..10, float / int8 / uint8 per output,
-    K 1..20, thresholds, canvas and original-resolution modes, output sizes from below to above the input."""
-    rng = np.random.default_rng(99)
+def fuzz_cases(
+    out: Path,
+    log: Callable[[str], None],
+    n: int = FUZZ_CASES,
+    n_grid: int = FUZZ_GRID_CASES,
+) -> None:
+    """``n`` seeded random cases ``fuzz_NN`` (the full merge) and ``n_grid`` cases ``fuzz_grid_NN`` (a random
+    grid ``mask_resolution``): grid 3..14 x 3..14, C 2..12, D 2..10, float / int8 / uint8 per output, K 1..20,
+    thresholds, canvas and original-resolution modes, output sizes from below to above the input."""
+    _fuzz(out, "fuzz", np.random.default_rng(99), n, ())
+    _fuzz(out, "fuzz_grid", np.random.default_rng(98), n_grid, tuple(GRID_FACTORS))
+    log(f"fuzz: {n} + {n_grid} grid cases")
+
+
+def _fuzz(out: Path, prefix: str, rng: np.random.Generator, n: int, modes: tuple[str, ...]) -> None:
+    """``n`` cases ``{prefix}_NN`` (see :func:`fuzz_cases`); with ``modes``, each one's
+    ``mask_resolution`` is drawn from them."""
     for i in range(n):
         h, w = (int(v) for v in rng.integers(3, 15, 2))
         c, d = int(rng.integers(2, 13)), int(rng.integers(2, 11))
@@ -418,8 +489,9 @@ def fuzz_cases(out: Path, log: Callable[[str], None], n: int = FUZZ_CASES) -> No
                 valid_size=valid,
                 input_size=inp,
             )
-        write_case(out / f"fuzz_{i:02d}", outputs, head, quant, args)
-    log(f"fuzz: {n} cases")
+        if modes:
+            args["mask_resolution"] = str(rng.choice(modes))
+        write_case(out / f"{prefix}_{i:02d}", outputs, head, quant, args)
 
 
 def modelgarden_head() -> dict[str, np.ndarray]:
@@ -450,6 +522,8 @@ def modelgarden_cases(out: Path, which: set[str], log: Callable[[str], None]) ->
         args = {"output_size": [300, 400], "valid_size": [192, 256], "input_size": [256, 256]}
         dec = write_case(out / "mg256_valid", o, head, {}, args)
         log(f"mg256_valid: {dec.num_segments} segments")
+        dec = write_case(out / "mg256_grid_valid", o, head, {}, {**args, "mask_resolution": "grid"})
+        log(f"mg256_grid_valid: {dec.num_segments} segments")
     if "int8" in which:
         q_out, quant = {}, {}
         for k in OUTPUT_NAMES:

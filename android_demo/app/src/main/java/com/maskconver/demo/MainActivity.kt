@@ -29,7 +29,9 @@ import java.util.concurrent.Executors
  * frames replace each other and only the latest is processed (frames are dropped, latency does not build up).
  * Everything runs on one analysis thread: model loading, the interpreter (GPU delegate thread rule), letterbox,
  * inference and decoding. The status bar shows the backend, every fallback with its reason, the delegate's
- * init time, p50 latency per stage and FPS.
+ * init time, p50 latency per stage and FPS. Tapping the status bar switches the decoder's merge between "grid"
+ * (the default, [Segmenter.LIVE_MASK_RESOLUTION]: on the feature grid, blocky masks, a fraction of the decoding
+ * cost) and "full" (the reference merge at the mask size).
  */
 class MainActivity : AppCompatActivity() {
     private lateinit var previewView: PreviewView
@@ -54,6 +56,7 @@ class MainActivity : AppCompatActivity() {
         previewView = findViewById(R.id.preview)
         overlay = findViewById(R.id.overlay)
         status = findViewById(R.id.status)
+        status.setOnClickListener { toggleMaskResolution() }
         analysisThread.execute { loadModel() }
         if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) {
             startCamera()
@@ -82,6 +85,15 @@ class MainActivity : AppCompatActivity() {
             loadError = e.message ?: e.toString()
         }
         runOnUiThread { status.text = loadError?.let { "Model not loaded: $it" } ?: header }
+    }
+
+    /** Switch the merge between "grid" and "full" on the analysis thread (the one that decodes). */
+    private fun toggleMaskResolution() {
+        analysisThread.execute {
+            val s = segmenter ?: return@execute
+            s.maskResolution = if (s.maskResolution == "full") Segmenter.LIVE_MASK_RESOLUTION else "full"
+            Log.i(TAG, "mask resolution: ${s.maskResolution}")
+        }
     }
 
     private fun startCamera() {
@@ -132,7 +144,7 @@ class MainActivity : AppCompatActivity() {
             overlay.show(r.result, colors, s.model.labels)
             if (now - lastStatus > 500_000_000L) {
                 lastStatus = now
-                val text = "$header${stats.summary(now)} | ${r.result.numSegments} segments"
+                val text = "$header${stats.summary(now)} | ${r.result.numSegments} segments | ${s.maskResolution} merge"
                 runOnUiThread { status.text = text }
             }
         } finally {

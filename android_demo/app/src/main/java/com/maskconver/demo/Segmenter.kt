@@ -41,6 +41,13 @@ class Segmenter private constructor(val model: ModelFile, val engine: Engine) : 
     private val outFloats = HashMap<String, FloatArray>()
     private val canvas = ByteArray(info.inputHeight * info.inputWidth * 3)
 
+    /**
+     * The decoder's merge ([PanopticDecoder.decode] `maskResolution`): [LIVE_MASK_RESOLUTION] ("grid", the merge on
+     * the feature grid, blocky masks at a fraction of the decoding cost) or "full" (the reference merge at the
+     * mask size, as the Python runtime's default). Set it on the thread that calls [process].
+     */
+    var maskResolution: String = LIVE_MASK_RESOLUTION
+
     init {
         for (name in OUTPUTS) {
             val t = interpreter.getOutputTensorFromSignature(name, SIGNATURE)
@@ -66,7 +73,7 @@ class Segmenter private constructor(val model: ModelFile, val engine: Engine) : 
         val heat = featureMap("heatmap")
         val center = featureMap("center_embeddings")
         val feats = featureMap("mask_features")
-        val r = decoder.decode(heat, center, feats, outH, outW, g.validH, g.validW, info.inputHeight, info.inputWidth)
+        val r = decoder.decode(heat, center, feats, outH, outW, g.validH, g.validW, info.inputHeight, info.inputWidth, maskResolution)
         val t3 = SystemClock.elapsedRealtimeNanos()
         return FrameResult(r, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
     }
@@ -118,6 +125,8 @@ class Segmenter private constructor(val model: ModelFile, val engine: Engine) : 
         const val INPUT = "image"
         val OUTPUTS = listOf("heatmap", "center_embeddings", "mask_features")
         const val MODEL_NAME = "maskconver.tflite"
+        /** The live camera path's merge: "grid" (real-time) or "full" (reference, slower); tap the status to switch. */
+        const val LIVE_MASK_RESOLUTION = "grid"
 
         /**
          * The model: `getExternalFilesDir()/maskconver.tflite` if present (adb push), else the APK asset

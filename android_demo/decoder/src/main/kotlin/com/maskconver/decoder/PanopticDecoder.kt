@@ -54,6 +54,9 @@ class PanopticResult(
  * rounding) decide most cells outright; the others are evaluated pixel by pixel with the dense float32
  * operations, only for the proposals that can still win. The result equals the dense computation.
  *
+ * `maskResolution = "grid"` (or `"grid2x"`, `"grid4x"`) replaces step 3 by the real-time merge on the feature
+ * grid ([GridMerge], the Python `mask_resolution`): no resize, every output pixel takes its grid cell's labels.
+ *
  * One decoder per thread: scratch buffers are reused across calls (the app decodes every frame).
  */
 class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, private val settings: DecodeSettings) {
@@ -82,6 +85,11 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
      * canvas). Original-resolution mode: the model input (`inputH x inputW`, default `stride * (h, w)`) held the
      * original `outputH x outputW` image resized to `validH x validW` at its top-left; logits are resized to
      * `ceil(input * output / valid)` per axis and cropped to the output size.
+     *
+     * [maskResolution]: `"full"` (default, the reference merge at output resolution), `"grid"` (the merge on the
+     * feature grid, nearest-cell labels: a fraction of the cost), `"grid2x"` / `"grid4x"` (on the grid bilinearly
+     * upsampled 2x / 4x first). With a grid, [PanopticResult.maskLogits] holds the (upsampled) cells the output
+     * covers, `[ny * nx * K]`.
      */
     fun decode(
         heat: FeatureMap,
@@ -92,10 +100,14 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         validH: Int = -1,
         validW: Int = -1,
         inputH: Int = -1,
-        inputW: Int = -1
-    ): PanopticResult = decodeWith(heat, center, feats, outputH, outputW, validH, validW, inputH, inputW, null)
+        inputW: Int = -1,
+        maskResolution: String = "full"
+    ): PanopticResult = decodeWith(heat, center, feats, outputH, outputW, validH, validW, inputH, inputW, null, maskResolution)
 
-    /** [decode], optionally on given mask logits `[h * w * K]` instead of its own (tests isolate the merge). */
+    /**
+     * [decode], optionally on given mask logits instead of its own (tests isolate the merge): `[h * w * K]`, or
+     * with a grid [maskResolution] the used (upsampled) cells `[ny * nx * K]` (the Python `mask_logits`).
+     */
     internal fun decodeWith(
         heat: FeatureMap,
         center: FeatureMap,
@@ -106,8 +118,10 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         validW: Int,
         inputH: Int,
         inputW: Int,
-        givenLogits: FloatArray?
+        givenLogits: FloatArray?,
+        maskResolution: String = "full"
     ): PanopticResult {
+        val factor = GridMerge.factor(maskResolution)
         val h = heat.h
         val w = heat.w
         if (center.h != h || center.w != w || feats.h != h || feats.w != w || center.c != feats.c) {
@@ -121,6 +135,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                 "model outputs have C=${heat.c}, D=${center.c} but the mask head has C=${head.numClasses}, D=${head.dim}"
             )
         }
+        if (factor > 0) return decodeGrid(heat, center, feats, factor, gridAxes(h * factor, w * factor, outputH, outputW, validH, validW, inputH, inputW, h, w), givenLogits)
         val plans = outputPlans(h, w, outputH, outputW, validH, validW, inputH, inputW)
         val py = plans.y
         val px = plans.x
@@ -141,15 +156,58 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
 
     /** The Python `output_plans`: how `h x w` logits map onto the `outputH x outputW` masks (see [decode]). */
     fun outputPlans(h: Int, w: Int, outputH: Int, outputW: Int, validH: Int, validW: Int, inputH: Int, inputW: Int): OutputPlans {
+        val c = outputCanvas(h, w, outputH, outputW, validH, validW, inputH, inputW)
+        return OutputPlans(AxisPlan(h, c[0], outputH), AxisPlan(w, c[1], outputW), c[0].toLong() * c[1])
+    }
+
+    /**
+     * The Python `output_canvas`: the model input canvas in output pixels `[ch, cw]`, the output size without a
+     * letterbox ([validH] < 0), else `ceil(input * output / valid)` per axis; the output is its top-left crop.
+     */
+    fun outputCanvas(h: Int, w: Int, outputH: Int, outputW: Int, validH: Int, validW: Int, inputH: Int, inputW: Int): IntArray {
         val inH = if (inputH > 0) inputH else settings.stride * h
         val inW = if (inputW > 0) inputW else settings.stride * w
-        if (validH < 0) return OutputPlans(AxisPlan(h, outputH), AxisPlan(w, outputW), outputH.toLong() * outputW)
+        if (validH < 0) return intArrayOf(outputH, outputW)
         if (validH < 1 || validH > inH || validW < 1 || validW > inW) {
             throw IllegalArgumentException("valid size ${validH}x$validW must lie within the model input ${inH}x$inW")
         }
         val ch = ((inH.toLong() * outputH + validH - 1) / validH).toInt()  // ceil(input * output / valid)
         val cw = ((inW.toLong() * outputW + validW - 1) / validW).toInt()
-        return OutputPlans(AxisPlan(h, ch, outputH), AxisPlan(w, cw, outputW), ch.toLong() * cw)
+        return intArrayOf(ch, cw)
+    }
+
+    /** Nearest-cell maps along y and x for a grid merge and the area of the canvas in output pixels. */
+    class GridAxes(val y: GridAxis, val x: GridAxis, val canvasArea: Long)
+
+    /**
+     * The Python `grid_axes`: how the output pixels fall into the cells of a `gridH x gridW` grid (the feature
+     * grid `h x w` times the grid factor) for a grid `maskResolution` (see [decode]).
+     */
+    fun gridAxes(gridH: Int, gridW: Int, outputH: Int, outputW: Int, validH: Int, validW: Int, inputH: Int, inputW: Int, h: Int, w: Int): GridAxes {
+        val c = outputCanvas(h, w, outputH, outputW, validH, validW, inputH, inputW)
+        return GridAxes(GridAxis(gridH, c[0], outputH), GridAxis(gridW, c[1], outputW), c[0].toLong() * c[1])
+    }
+
+    /** Steps 1, 2 and the grid merge ([GridMerge]); `factor` 1, 2 or 4. */
+    private fun decodeGrid(heat: FeatureMap, center: FeatureMap, feats: FeatureMap, factor: Int, axes: GridAxes, givenLogits: FloatArray?): PanopticResult {
+        val gy = axes.y
+        val gx = axes.x
+        val smallArea = settings.smallAreaThreshold * axes.canvasArea / (settings.canvasHeight.toDouble() * settings.canvasWidth)
+        val props = findProposals(heat)
+        val k = props.size
+        val logits = when {
+            givenLogits != null -> {
+                if (givenLogits.size != gy.n * gx.n * k) throw IllegalArgumentException("given logits are not [${gy.n} * ${gx.n} * $k]")
+                givenLogits
+            }
+            factor == 1 -> maskLogits(feats, maskEmbeddings(center, props), k, gy.cells, gx.cells)  // only the used cells
+            else -> GridMerge.upsampledLogits(maskLogits(feats, maskEmbeddings(center, props), k), heat.h, heat.w, k, factor, gy, gx)
+        }
+        val m = GridMerge.merge(logits, k, props.score, gy, gx)
+        val npix = gy.keep * gx.keep
+        if (winner.size < npix) winner = IntArray(npix)
+        if (k == 0) java.util.Arrays.fill(winner, 0, npix, 0) else GridMerge.paint(m.cellWinner, gy, gx, winner)
+        return assemble(props, logits, gy.keep, gx.keep, m.maskArea, m.originalArea, m.bx0, m.by0, m.bx1, m.by1, smallArea)
     }
 
     // -----------------------------------------------------------------------------------------------------
@@ -347,10 +405,15 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         return out
     }
 
-    /** Mask logits `[h * w * K]` = mask features `[h*w, D]` . embeddings `[K, D]`^T. */
-    fun maskLogits(feats: FeatureMap, emb: FloatArray, k: Int): FloatArray {
+    /**
+     * Mask logits `[h * w * K]` = mask features `[h*w, D]` . embeddings `[K, D]`^T; with [rows] and [cols] only at
+     * those grid rows x columns, `[rows.size * cols.size * K]`.
+     */
+    fun maskLogits(feats: FeatureMap, emb: FloatArray, k: Int, rows: IntArray? = null, cols: IntArray? = null): FloatArray {
         val d = feats.c
-        val hw = feats.h * feats.w
+        val ys = rows ?: IntArray(feats.h) { it }
+        val xs = cols ?: IntArray(feats.w) { it }
+        val hw = ys.size * xs.size
         val out = FloatArray(hw * k)
         if (k == 0) return out
         if (row.size < d) row = FloatArray(d)
@@ -366,7 +429,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
             }
         }
         for (p in 0 until hw) {
-            val fb = p * d
+            val fb = (ys[p / xs.size] * feats.w + xs[p % xs.size]) * d
             if (f != null) System.arraycopy(f, fb, r, 0, d) else for (i in 0 until d) r[i] = feats.code(fb + i).toFloat()
             val ob = p * k
             for (q in 0 until k) {
@@ -639,11 +702,30 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                 }
             }
         }
-        val maskArea = this.maskArea
-        val bx0 = this.bx0
-        val by0 = this.by0
-        val bx1 = this.bx1
-        val by1 = this.by1
+        return assemble(props, logits, hh, ww, maskArea, origArea, bx0, by0, bx1, by1, smallArea)
+    }
+
+    /**
+     * Keep tests, segments and masks from a merge's per-proposal pixel counts and boxes and the winner map in
+     * [winner] (`[hh * ww]`).
+     */
+    private fun assemble(
+        props: Proposals,
+        logits: FloatArray,
+        hh: Int,
+        ww: Int,
+        maskArea: LongArray,
+        origArea: LongArray,
+        bx0: IntArray,
+        by0: IntArray,
+        bx1: IntArray,
+        by1: IntArray,
+        smallArea: Double
+    ): PanopticResult {
+        val k = props.size
+        val npix = hh * ww
+        val win = winner
+        val scores = props.score
         // keep tests and segments
         val kept = BooleanArray(k)
         val catLut = IntArray(k)

@@ -172,54 +172,99 @@ class Case(val dir: File) {
         return PanopticDecoder(head, thing, s)
     }
 
-    fun plans(): PanopticDecoder.OutputPlans {
+    /** The case's `mask_resolution` ("full" when absent). */
+    val maskResolution: String = args.optString("mask_resolution", "full")
+
+    /** How the expected mask logits map onto output pixels: resize plans, or grid axes for a grid mode. */
+    fun geometry(): Geometry {
         val canvas = pair("canvas_size", intArrayOf(640, 640))!!
         val out = pair("output_size", canvas)!!
         val valid = pair("valid_size", null)
         val input = pair("input_size", null)
         val hm = inputs.getValue("heatmap").shape
-        return decoder().outputPlans(hm[0], hm[1], out[0], out[1], valid?.get(0) ?: -1, valid?.get(1) ?: -1, input?.get(0) ?: -1, input?.get(1) ?: -1)
+        val dec = decoder()
+        val vh = valid?.get(0) ?: -1
+        val vw = valid?.get(1) ?: -1
+        val ih = input?.get(0) ?: -1
+        val iw = input?.get(1) ?: -1
+        val f = GridMerge.factor(maskResolution)
+        if (f == 0) return FullGeometry(dec.outputPlans(hm[0], hm[1], out[0], out[1], vh, vw, ih, iw))
+        return GridGeometry(dec.gridAxes(hm[0] * f, hm[1] * f, out[0], out[1], vh, vw, ih, iw, hm[0], hm[1]))
     }
 
-    fun run(givenLogits: FloatArray? = null): PanopticResult {
+    /** Decode the case (by default a fresh decoder on freshly read maps, in the case's own mask resolution). */
+    fun run(
+        givenLogits: FloatArray? = null,
+        mode: String = maskResolution,
+        dec: PanopticDecoder = decoder(),
+        maps: List<FeatureMap> = listOf(map("heatmap"), map("center_embeddings"), map("mask_features"))
+    ): PanopticResult {
         val canvas = pair("canvas_size", intArrayOf(640, 640))!!
         val out = pair("output_size", canvas)!!
         val valid = pair("valid_size", null)
         val input = pair("input_size", null)
-        return decoder().decodeWith(
-            map("heatmap"), map("center_embeddings"), map("mask_features"), out[0], out[1],
-            valid?.get(0) ?: -1, valid?.get(1) ?: -1, input?.get(0) ?: -1, input?.get(1) ?: -1, givenLogits
+        return dec.decodeWith(
+            maps[0], maps[1], maps[2], out[0], out[1],
+            valid?.get(0) ?: -1, valid?.get(1) ?: -1, input?.get(0) ?: -1, input?.get(1) ?: -1, givenLogits, mode
         )
     }
 }
 
 fun ulpClose(a: Float, b: Float, ulps: Int): Boolean = Math.abs(a - b) <= ulps * Math.ulp(Math.max(Math.abs(a), Math.abs(b)))
 
-/**
- * Largest minus second-largest `sigmoid(logit) * score` over the proposals at output pixel (y, x), from Python's
- * low-resolution logits `[h, w, K]` (a near-tie there lets float rounding pick either winner).
- */
-fun winnerGap(logits: FloatArray, w: Int, k: Int, scores: FloatArray, py: AxisPlan, px: AxisPlan, y: Int, x: Int): Float {
-    var best = -1f
-    var second = -1f
-    for (q in 0 until k) {
+/** The output geometry of a case: where an output pixel's logits come from in Python's `mask_logits`. */
+interface Geometry {
+    /** Python's logit of proposal q at output pixel (y, x), from its `mask_logits` `[h, w, K]` (or grid cells). */
+    fun logit(logits: FloatArray, w: Int, k: Int, q: Int, y: Int, x: Int): Float
+
+    /** How far a box edge may move when one output pixel goes to another proposal. */
+    val boxStep: Int
+
+    /**
+     * Largest minus second-largest `sigmoid(logit) * score` over the proposals at output pixel (y, x), from
+     * Python's logits (a near-tie there lets float rounding pick either winner).
+     */
+    fun winnerGap(logits: FloatArray, w: Int, k: Int, scores: FloatArray, y: Int, x: Int): Float {
+        var best = -1f
+        var second = -1f
+        for (q in 0 until k) {
+            val p = PanopticDecoder.sigmoid(logit(logits, w, k, q, y, x)) * scores[q]
+            if (p > best) {
+                second = best
+                best = p
+            } else if (p > second) second = p
+        }
+        return best - second
+    }
+}
+
+/** "full": the logits bilinearly resized by the plans. */
+class FullGeometry(val plans: PanopticDecoder.OutputPlans) : Geometry {
+    override val boxStep = 1
+
+    override fun logit(logits: FloatArray, w: Int, k: Int, q: Int, y: Int, x: Int): Float {
+        val py = plans.y
+        val px = plans.x
         val a = logits[(py.i0[y] * w + px.i0[x]) * k + q]
         val b = logits[(py.i0[y] * w + px.i1[x]) * k + q]
         val c = logits[(py.i1[y] * w + px.i0[x]) * k + q]
         val d = logits[(py.i1[y] * w + px.i1[x]) * k + q]
         val top = a + (b - a) * px.lerp[x]
         val bot = c + (d - c) * px.lerp[x]
-        val p = PanopticDecoder.sigmoid(top + (bot - top) * py.lerp[y]) * scores[q]
-        if (p > best) {
-            second = best
-            best = p
-        } else if (p > second) second = p
+        return top + (bot - top) * py.lerp[y]
     }
-    return best - second
+}
+
+/** A grid mode: each output pixel takes the cell it falls into (Python's `mask_logits` hold the used cells). */
+class GridGeometry(val axes: PanopticDecoder.GridAxes) : Geometry {
+    override val boxStep = maxOf(axes.y.count.fold(1) { a, b -> maxOf(a, b) }, axes.x.count.fold(1) { a, b -> maxOf(a, b) })
+
+    override fun logit(logits: FloatArray, w: Int, k: Int, q: Int, y: Int, x: Int): Float =
+        logits[(axes.y.index[y] * w + axes.x.index[x]) * k + q]
 }
 
 /**
- * Compare a Kotlin result with the Python one under [plans] (the output geometry).
+ * Compare a Kotlin result with the Python one under [geo] (the output geometry: resize plans or grid axes).
  *
  * [endToEnd] false (the merge run on Python's own mask logits): everything must be equal, except that a pixel
  * may go to the other proposal of a tie within float32 rounding of the sigmoid (NumPy's float32 exp and Java's
@@ -228,7 +273,7 @@ fun winnerGap(logits: FloatArray, w: Int, k: Int, scores: FloatArray, py: AxisPl
  * only where Python's own logits make the winner a near-tie within that difference. In both cases areas and
  * boxes may move only by such pixels and the segment list must be the same. Returns the number of tie pixels.
  */
-fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.OutputPlans, endToEnd: Boolean): Int {
+fun compare(r: PanopticResult, e: Map<String, NpyArray>, geo: Geometry, endToEnd: Boolean): Int {
     val cls = e.getValue("proposal_classes").ints()
     val yx = e.getValue("proposal_yx").ints()
     val sc = e.getValue("proposal_scores").floats()
@@ -262,7 +307,7 @@ fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.
         if (cm[i] == r.categoryMask[i] && im[i] == r.instanceMask[i] && wm[i] == r.winner[i]) continue
         val y = i / r.width
         val x = i % r.width
-        val gap = winnerGap(logits, ml.shape[1], ml.shape[2], sc, plans.y, plans.x, y, x)
+        val gap = geo.winnerGap(logits, ml.shape[1], ml.shape[2], sc, y, x)
         require(gap <= maxDiff) {
             "pixel (y=$y, x=$x) differs: Kotlin ${r.categoryMask[i]}/${r.instanceMask[i]} (proposal ${r.winner[i]}), " +
                 "Python ${cm[i]}/${im[i]} (proposal ${wm[i]}), and is no near-tie (gap $gap > $maxDiff)"
@@ -286,7 +331,7 @@ fun compare(r: PanopticResult, e: Map<String, NpyArray>, plans: PanopticDecoder.
         require(Math.abs(r.segmentArea[s] - sArea[s]) <= bad) { "segment areas ${r.segmentArea.contentToString()} vs ${sArea.contentToString()}" }
     }
     for (i in sBox.indices) {
-        require(Math.abs(r.segmentBbox[i] - sBox[i]) <= (if (bad > 0) 1 else 0)) { "segment boxes differ" }
+        require(Math.abs(r.segmentBbox[i] - sBox[i]) <= (if (bad > 0) geo.boxStep else 0)) { "segment boxes differ" }
     }
     for (s in sScore.indices) require(ulpClose(r.segmentScore[s], sScore[s], 2)) { "segment $s score" }
     return bad
@@ -419,7 +464,10 @@ fun modelFileChecks(paths: List<String>) {
     }
 }
 
-/** `--bench N`: decode each case N times after warm-up; prints the median per stage (JVM, this machine). */
+/**
+ * `--bench N`: decode each case N times after warm-up; prints the median per stage and of the whole decode in
+ * every mask resolution (one decoder, maps read once; JVM, this machine).
+ */
 fun bench(cases: List<File>, n: Int) {
     for (dir in cases) {
         val c = Case(dir)
@@ -427,8 +475,9 @@ fun bench(cases: List<File>, n: Int) {
         val heat = c.map("heatmap")
         val center = c.map("center_embeddings")
         val feats = c.map("mask_features")
-        val plans = c.plans()
-        val times = Array(4) { DoubleArray(n) }
+        val maps = listOf(heat, center, feats)
+        val r0 = c.run(dec = dec, maps = maps)
+        val times = Array(4 + GridMerge.MODES.size) { DoubleArray(n) }
         for (rep in -5 until n) {
             val t0 = System.nanoTime()
             val props = dec.findProposals(heat)
@@ -437,19 +486,22 @@ fun bench(cases: List<File>, n: Int) {
             val t2 = System.nanoTime()
             dec.maskLogits(feats, emb, props.size)
             val t3 = System.nanoTime()
-            c.run()
-            val t4 = System.nanoTime()
             if (rep >= 0) {
                 times[0][rep] = (t1 - t0) / 1e6
                 times[1][rep] = (t2 - t1) / 1e6
                 times[2][rep] = (t3 - t2) / 1e6
-                times[3][rep] = (t4 - t3) / 1e6
+            }
+            for ((m, mode) in GridMerge.MODES.withIndex()) {
+                val s = System.nanoTime()
+                c.run(mode = mode, dec = dec, maps = maps)
+                if (rep >= 0) times[3 + m][rep] = (System.nanoTime() - s) / 1e6
             }
         }
         val med = times.map { it.sorted()[n / 2] }
+        val modes = GridMerge.MODES.withIndex().joinToString(", ") { "%s %.2f ms".format(it.value, med[3 + it.index]) }
         println(
-            "bench ${dir.name} (${plans.y.n}x${plans.x.n}): peaks+top-K %.2f ms, mask head %.2f ms, mask logits %.2f ms, full decode %.2f ms (median of $n)"
-                .format(med[0], med[1], med[2], med[3])
+            "bench ${dir.name} (${r0.height}x${r0.width}, K=${r0.numProposals}): peaks+top-K %.2f ms, mask head %.2f ms, mask logits %.2f ms; whole decode: %s (median of $n)"
+                .format(med[0], med[1], med[2], modes)
         )
     }
 }
@@ -490,7 +542,7 @@ fun main(args: Array<String>) {
         Runner.check("${dir.name}: merge on Python's mask logits") {
             val r = case.run(case.expected.getValue("mask_logits").floats())
             outDir?.let { writeResult(File(it, "${dir.name}.merge.npz"), r) }
-            val ties = compare(r, case.expected, case.plans(), false)
+            val ties = compare(r, case.expected, case.geometry(), false)
             if (ties > 0) println("     $ties pixels went the other way in float32 ties")
         }
         // 2. end to end
@@ -499,7 +551,7 @@ fun main(args: Array<String>) {
             val r = case.run()
             val ms = (System.nanoTime() - t0) / 1e6
             outDir?.let { writeResult(File(it, "${dir.name}.npz"), r) }
-            val ties = compare(r, case.expected, case.plans(), true)
+            val ties = compare(r, case.expected, case.geometry(), true)
             println(
                 "     ${r.numProposals} proposals, ${r.numSegments} segments, ${r.height}x${r.width}, " +
                     "$ties near-tie pixels differ, %.1f ms".format(ms)
