@@ -77,3 +77,26 @@ def split_calibration(files: list[Path], num_calibration: int, num_holdout: int,
     cal = [files[i] for i in order[:num_calibration]]
     hold = [files[i] for i in order[num_calibration : num_calibration + num_holdout]]
     return cal, hold
+
+
+def lowered_depthwise_ranges(model, images: list[np.ndarray]) -> dict:
+    """Per-channel band ranges of every lowered depthwise conv of ``model`` on uint8 ``[H,W,3]`` canvases.
+
+    Runs the float inference graph with its bands exposed -> ``{layer name: BandRanges}``.
+    """
+    import tensorflow as tf
+    from maskconver.converter.inference_graph import BandRanges, build_inference_fn
+
+    fn = tf.function(build_inference_fn(model, probe_bands=True))
+    ranges: dict[str, BandRanges] = {}
+    for img in images:
+        out = fn(tf.constant(np.asarray(img, np.float32)[None]))
+        names = sorted({k.rsplit("/", 1)[0] for k in out if k.endswith("/bias")})
+        for name in names:
+            bands = []
+            while f"{name}/band{len(bands)}" in out:
+                bands.append(out[f"{name}/band{len(bands)}"].numpy().astype(np.float64))
+            if name not in ranges:
+                ranges[name] = BandRanges.empty(len(bands), out[f"{name}/bias"].numpy())
+            ranges[name].update(bands)
+    return ranges
