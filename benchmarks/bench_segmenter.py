@@ -81,3 +81,42 @@ def test_segment(benchmark, models, image, which, output):
         segments=len(result.segments),
         **{f"{k}_ms": round(float(np.median(v)), 3) for k, v in stages.items()},
     )
+
+
+STREAM_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, image) -> Path:
+    """A real MJPG video of ``STREAM_FRAMES`` 480x640 frames (the blocky picture, shifted each frame)."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("stream") / "frames.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
+    for i in range(STREAM_FRAMES):
+        writer.write(np.ascontiguousarray(np.roll(image, 8 * i, axis=1)[:, :, ::-1]))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("mask_resolution", ["full", "grid"])
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_stream(benchmark, models, video, pipeline, mask_resolution):
+    """A whole video through ``Segmenter.stream``: sequential vs pipelined (model on frame N+1 while frame
+    N is decoded). One round = every frame; compare the two ``pipeline`` rows of a group."""
+    from maskconver.runtime.segmenter import Segmenter
+
+    seg = Segmenter(
+        models[0],
+        num_threads=int(os.environ.get("MASKCONVER_BENCH_THREADS", "2")),
+        mask_resolution=mask_resolution,
+    )
+    seg.warmup(2)
+    benchmark.group = f"stream {models[0].name} {mask_resolution}"
+
+    def run() -> int:
+        return sum(1 for _ in seg.stream(video, drop_stale=False, pipeline=pipeline))
+
+    n = benchmark.pedantic(run, rounds=6, iterations=1)
+    assert n == STREAM_FRAMES
+    benchmark.extra_info.update(model=models[0].name, frames=n, pipeline=pipeline)
