@@ -97,6 +97,32 @@ def test_max_frames_stride_and_canvas(model, video, tmp_path):
     assert all(f["mask_size"] == [640, 640] and f["mode"] == "canvas" for f in frames)
 
 
+def test_grid_mask_resolution_gives_the_same_segments(model, video, tmp_path):
+    """--mask-resolution grid: the square of the test video lies on the 8-pixel grid, so the grid merge finds
+    the same segments as the full merge (areas differ only by the full merge's rounded corners)."""
+    out = {}
+    for mode in ("full", "grid"):
+        js = tmp_path / f"{mode}.json"
+        assert (
+            main([str(model), str(video), "--max-frames", "4", "--mask-resolution", mode, "--json", str(js)])
+            == 0
+        )
+        out[mode] = json.loads(js.read_text())["frames"]
+    for full, grid in zip(out["full"], out["grid"], strict=True):
+        assert full["frame_index"] == grid["frame_index"]
+        assert [(s["name"], s["bbox"]) for s in full["segments"]] == [
+            (s["name"], s["bbox"]) for s in grid["segments"]
+        ]
+        sq_full, sq_grid = (next(s for s in f["segments"] if s["isthing"]) for f in (full, grid))
+        assert sq_full["area"] < sq_grid["area"] == 48 * 48
+
+
+def test_unknown_mask_resolution_is_refused(model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(model), str(_image(tmp_path)), "--mask-resolution", "half"])
+    assert e.value.code == 2 and "invalid choice: 'half'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra,match",
     [

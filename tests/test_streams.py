@@ -72,6 +72,22 @@ def test_video_file_every_frame_in_order(segmenter, video):
         assert result.shape == (SIZE, SIZE)
 
 
+def test_pipelined_and_sequential_streams_agree(segmenter, video):
+    """pipeline=True (model on frame N+1 while frame N is decoded) gives the sequential results, in order."""
+    seq = [
+        (i, r.category_mask, [(s.name, s.bbox) for s in r.segments])
+        for i, _, _, r in segmenter.stream(video, pipeline=False)
+    ]
+    pipe_stream = segmenter.stream(video, pipeline=True, max_frames=NUM_FRAMES - 3)
+    assert pipe_stream.pipeline
+    pipe = [(i, r.category_mask, [(s.name, s.bbox) for s in r.segments]) for i, _, _, r in pipe_stream]
+    assert [p[0] for p in pipe] == list(range(NUM_FRAMES - 3))
+    for (i, m, segs), (j, m2, segs2) in zip(seq, pipe, strict=False):
+        assert i == j and segs == segs2 and np.array_equal(m, m2)
+    # the segmenter is free again: a closed stream leaves no model run behind
+    assert segmenter.segment(frame_rgb(0)).segments
+
+
 def test_vid_stride_and_max_frames(segmenter, video):
     got = [(i, _square_left(r)) for i, _, _, r in segmenter.stream(video, vid_stride=5, max_frames=4)]
     assert [i for i, _ in got] == [0, 5, 10, 15]
