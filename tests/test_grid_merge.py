@@ -80,24 +80,30 @@ def _golden(size: int) -> dict[str, np.ndarray]:
     return dict(np.load(path))
 
 
-def test_grid_decode_letterbox_matches_upsampled_reference():
-    """decode_panoptic(mask_resolution="grid") on a letterboxed 480x640 image equals the full merge of
-    logits nearest-upsampled along the same cell maps, and keeps the full mode's proposals."""
-    rng = np.random.default_rng(0)
-    h = w = 16
-    c, d = 7, 24
+def _random_outputs(rng: np.random.Generator, h: int, w: int, c: int, d: int, heat_mean: float):
+    """A random mask head and float model outputs ``heat [1,h,w,c]``, ``center``, ``feats [1,h,w,d]``."""
     head = {
         "class_embeddings": rng.standard_normal((c, d)).astype(np.float32),
-        "mlp_dense0_kernel": (rng.standard_normal((d, d)) / 5).astype(np.float32),
+        "mlp_dense0_kernel": (rng.standard_normal((d, d)) / 4).astype(np.float32),
         "mlp_dense0_bias": np.zeros(d, np.float32),
         "mlp_norm_gamma": np.ones(d, np.float32),
         "mlp_norm_beta": np.zeros(d, np.float32),
         "mlp_dense1_kernel": (rng.standard_normal((d, d)) / 2).astype(np.float32),
         "mlp_dense1_bias": np.zeros(d, np.float32),
     }
-    heat = rng.normal(-3, 2, (1, h, w, c)).astype(np.float32)
+    heat = rng.normal(heat_mean, 2, (1, h, w, c)).astype(np.float32)
     center = rng.standard_normal((1, h, w, d)).astype(np.float32)
     feats = rng.standard_normal((1, h, w, d)).astype(np.float32)
+    return head, heat, center, feats
+
+
+def test_grid_decode_letterbox_matches_upsampled_reference():
+    """decode_panoptic(mask_resolution="grid") on a letterboxed 480x640 image equals the full merge of
+    logits nearest-upsampled along the same cell maps, and keeps the full mode's proposals."""
+    rng = np.random.default_rng(0)
+    h = w = 16
+    c, d = 7, 24
+    head, heat, center, feats = _random_outputs(rng, h, w, c, d, -3.0)
     kw = dict(output_size=(480, 640), valid_size=(96, 128), input_size=(128, 128), thing_ids=(1, 2, 3))
     grid = decode_panoptic(heat, center, feats, head, mask_resolution="grid", **kw)
     full = decode_panoptic(heat, center, feats, head, **kw)
@@ -152,18 +158,7 @@ def test_grid_at_its_own_resolution_is_the_full_merge(mode, factor):
     """When every output pixel is one (upsampled) grid cell, the grid merge is the reference merge."""
     rng = np.random.default_rng(factor)
     h, w, c, d = 6, 9, 5, 16
-    head = {
-        "class_embeddings": rng.standard_normal((c, d)).astype(np.float32),
-        "mlp_dense0_kernel": (rng.standard_normal((d, d)) / 4).astype(np.float32),
-        "mlp_dense0_bias": np.zeros(d, np.float32),
-        "mlp_norm_gamma": np.ones(d, np.float32),
-        "mlp_norm_beta": np.zeros(d, np.float32),
-        "mlp_dense1_kernel": (rng.standard_normal((d, d)) / 2).astype(np.float32),
-        "mlp_dense1_bias": np.zeros(d, np.float32),
-    }
-    heat = rng.normal(-2, 2, (1, h, w, c)).astype(np.float32)
-    center = rng.standard_normal((1, h, w, d)).astype(np.float32)
-    feats = rng.standard_normal((1, h, w, d)).astype(np.float32)
+    head, heat, center, feats = _random_outputs(rng, h, w, c, d, -2.0)
     size = (h * factor, w * factor)
     kw = dict(
         output_size=size,
