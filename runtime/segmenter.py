@@ -532,10 +532,11 @@ class Segmenter:
         drop_stale: bool | None = None,
         vid_stride: int = 1,
         max_frames: int | None = None,
-        pipeline: bool = True,
+        pipeline: bool | None = None,
     ) -> SegmentStream:
         """Segment a camera / video / URL / image folder: an iterator of ``(frame_index, timestamp_ms,
-        frame, result)``; ``pipeline`` runs the model on the next frame while this one is decoded. See
+        frame, result)``; ``pipeline`` runs the model on the next frame while this one is decoded (None:
+        when the model is slow enough for that to pay off). See
         :func:`maskconver.runtime.streams.stream`."""
         from maskconver.runtime.streams import stream
 

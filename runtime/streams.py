@@ -10,10 +10,15 @@ and LIVE_STREAM modes.
   - ``drop_stale=False`` (default for video files and image folders): every frame, in order; the capture
     thread reads at most a few frames ahead.
 
-  - ``pipeline=True`` (default): the model runs on frame N+1 in a worker thread while frame N is decoded
-    in the calling thread (the interpreter releases the GIL), so a frame costs about
-    ``max(inference, decoding)`` instead of their sum when the CPU has a core to spare. Results keep the
-    source order; the interpreter is used from the worker thread only.
+  - ``pipeline=True``: the model runs on frame N+1 in a worker thread while frame N is decoded in the
+    calling thread (the interpreter releases the GIL), so a frame costs about ``max(inference, decoding)``
+    instead of their sum when the CPU has a core to spare. Results keep the source order; the interpreter
+    is used from the worker thread only. ``pipeline=None`` (default) decides after the first
+    ``PIPELINE_PROBE_FRAMES`` frames: pipelined if their median inference takes at least
+    ``PIPELINE_MIN_INFERENCE_MS``. Measured on 2 cores (``benchmarks/bench_segmenter.py -k stream``): the
+    256 mobile model (9 ms inference) ran 1.23x faster pipelined; the 0.9 ms demo model gained nothing with
+    the full merge and lost 15% with the grid merge (the worker's preprocessing and the decoding then
+    contend for the GIL more than the model's run overlaps).
 
   ``frame_index`` counts the source's frames from 0 (gaps show skipped frames); ``timestamp_ms`` is the
   capture time on the monotonic clock, in ms since the stream started, strictly increasing; ``frame`` is
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
     from maskconver.runtime.result import PanopticResult
     from maskconver.runtime.segmenter import Segmenter
 
+PIPELINE_PROBE_FRAMES = 3  # frames timed sequentially before pipeline=None decides
+PIPELINE_MIN_INFERENCE_MS = 2.0  # median inference from which pipelining pays off (see the module doc)
 CAMERA_READ_RETRIES = 20  # consecutive failed camera reads (10 ms apart) before the stream ends
 READ_AHEAD = 4  # frames decoded ahead in drop_stale=False mode
 
@@ -322,7 +329,7 @@ def stream(
     drop_stale: bool | None = None,
     vid_stride: int = 1,
     max_frames: int | None = None,
-    pipeline: bool = True,
+    pipeline: bool | None = None,
 ) -> SegmentStream:
     """Segment every frame of ``source`` (see the module doc): an iterator (:class:`SegmentStream`) of
     ``(frame_index, timestamp_ms, frame RGB uint8, PanopticResult)``.
@@ -334,7 +341,8 @@ def stream(
             chooses True for cameras and URLs, False for files and folders.
         vid_stride: use every ``vid_stride``-th source frame (indices 0, k, 2k, ...).
         max_frames: stop after this many results.
-        pipeline: overlap the model run of the next frame with the decoding of the current one.
+        pipeline: overlap the model run of the next frame with the decoding of the current one (True),
+            never (False), or decide from the first frames' inference time (None, the default).
     Raises:
         SourceError: at call time, if the source cannot be opened.
         ValueError: bad arguments.
@@ -366,7 +374,11 @@ class SegmentStream:
     """
 
     def __init__(
-        self, segmenter: Segmenter, reader: FrameReader, max_frames: int | None, pipeline: bool = True
+        self,
+        segmenter: Segmenter,
+        reader: FrameReader,
+        max_frames: int | None,
+        pipeline: bool | None = None,
     ):
         self.segmenter = segmenter
         self._reader = reader
@@ -380,10 +392,19 @@ class SegmentStream:
         self.fps = reader.source.fps
         self.drop_stale = reader.drop_stale
         self.vid_stride = reader.vid_stride
-        self.pipeline = bool(pipeline)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="maskconver-model") if pipeline else None
+        self._probe: list[float] | None = [] if pipeline is None else None  # inference ms while deciding
+        self._pool = self._new_pool() if pipeline else None
         self._pending: tuple[Frame, Future] | None = None
         self._modes = segmenter._modes(None, None)
+
+    @staticmethod
+    def _new_pool() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1, thread_name_prefix="maskconver-model")
+
+    @property
+    def pipeline(self) -> bool:
+        """Whether frames are pipelined now (with ``pipeline=None``: False until decided)."""
+        return self._pool is not None
 
     @property
     def dropped(self) -> int:
@@ -409,7 +430,9 @@ class SegmentStream:
                 frame = self._next_frame()
                 if frame is None:
                     raise StopIteration
-                return frame.index, frame.timestamp_ms, frame.image, self.segmenter.segment(frame.image)
+                result = self.segmenter.segment(frame.image)
+                self._decide(result.speed["inference"])
+                return frame.index, frame.timestamp_ms, frame.image, result
             if self._deferred is not None:
                 err, self._deferred = self._deferred, None
                 raise err
@@ -432,6 +455,16 @@ class SegmentStream:
         except BaseException:
             self.close()
             raise
+
+    def _decide(self, inference_ms: float) -> None:
+        """``pipeline=None``: after the probe frames, pipeline if their median inference is long enough."""
+        if self._probe is None or self._closed:
+            return
+        self._probe.append(inference_ms)
+        if len(self._probe) >= PIPELINE_PROBE_FRAMES:
+            if float(np.median(self._probe)) >= PIPELINE_MIN_INFERENCE_MS:
+                self._pool = self._new_pool()
+            self._probe = None
 
     def close(self) -> None:
         if not self._closed:

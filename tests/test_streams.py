@@ -88,6 +88,24 @@ def test_pipelined_and_sequential_streams_agree(segmenter, video):
     assert segmenter.segment(frame_rgb(0)).segments
 
 
+@pytest.mark.parametrize("threshold_ms,pipelined", [(0.0, True), (1e9, False)])
+def test_pipeline_none_decides_after_the_probe_frames(segmenter, video, monkeypatch, threshold_ms, pipelined):
+    from maskconver.runtime import streams
+
+    monkeypatch.setattr(streams, "PIPELINE_MIN_INFERENCE_MS", threshold_ms)
+    it = segmenter.stream(video)
+    seen = []
+    for i, (index, _, _, result) in enumerate(it):
+        seen.append(it.pipeline)
+        assert abs(_square_left(result) - square_x(index)) <= 2
+        if i == streams.PIPELINE_PROBE_FRAMES + 2:
+            break
+    it.close()
+    probe = streams.PIPELINE_PROBE_FRAMES
+    assert seen[: probe - 1] == [False] * (probe - 1)
+    assert seen[probe:] == [pipelined] * (len(seen) - probe)
+
+
 def test_vid_stride_and_max_frames(segmenter, video):
     got = [(i, _square_left(r)) for i, _, _, r in segmenter.stream(video, vid_stride=5, max_frames=4)]
     assert [i for i, _ in got] == [0, 5, 10, 15]
