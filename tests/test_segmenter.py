@@ -241,6 +241,21 @@ def test_grid_masks_give_the_square_exactly(segmenters, name):
         seg.segment(img, mask_resolution="half")
 
 
+@pytest.mark.parametrize("hw", [(2, 2), (3, 900), (900, 3), (17, 5)])
+@pytest.mark.parametrize("masks", ["grid", "grid2x", "grid4x"])
+def test_grid_masks_on_tiny_and_extreme_images(segmenters, hw, masks):
+    """Outputs smaller than the grid (cells no pixel falls into) and extreme aspect ratios: masks of the image's
+    size whose segments' areas and boxes match the label maps."""
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    r = segmenters["int8"].segment(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), mask_resolution=masks)
+    assert r.shape == hw
+    ids = r.panoptic_ids()
+    for s in r.segments:
+        ys, xs = np.nonzero(ids == s.id)
+        assert s.area == len(ys) > 0
+        assert s.bbox == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
 def test_canvas_mode_is_the_640_reference_canvas(segmenters):
     r = segmenters["int8"].segment(rtm.square_image(96, 128, SQUARE_BOX), output="canvas")
     # letterbox scale 0.5 puts the square at (24, 16, 48, 40) of the 64x64 input; the canvas is 10x that
