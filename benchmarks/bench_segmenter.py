@@ -117,6 +117,9 @@ def test_stream(benchmark, models, video, pipeline, mask_resolution):
     def run() -> int:
         return sum(1 for _ in seg.stream(video, drop_stale=False, pipeline=pipeline))
 
-    n = benchmark.pedantic(run, rounds=6, iterations=1)
+    try:
+        n = benchmark.pedantic(run, rounds=6, iterations=1)
+    finally:
+        seg.close()
     assert n == STREAM_FRAMES
     benchmark.extra_info.update(model=models[0].name, frames=n, pipeline=pipeline)

@@ -208,6 +208,7 @@ def _lowerable(p: _Pending, kernel: np.ndarray) -> bool:
     taps = kernel.shape[0] * kernel.shape[1]
     return (
         p.kind == "dw"
+        and kernel.shape[3] == 1  # depth multiplier 1 (the MaskConver heads); others run unlowered
         and taps > MAX_FAST_DEPTHWISE_TAPS
         and p.strides == 1
         and p.dilation == 1
@@ -229,10 +230,11 @@ def _apply(
         y = tf.nn.conv2d(p.x, kernel, p.strides, p.padding.upper(), dilations=p.dilation)
         return y if bias is None else tf.nn.bias_add(y, bias)
     rw = rewrites.get(p.name, DepthwiseRewrite())
-    c = kernel.shape[2]
+    c = kernel.shape[2] * kernel.shape[3]  # output channels (depth multiplier > 1: never rewritten)
     b = np.zeros(c, np.float32) if bias is None else bias
     s = np.ones(c, np.float32) if rw.scale is None else np.asarray(rw.scale, np.float32)
-    kernel = (kernel * s[None, None, :, None]).astype(np.float32)
+    if rw.scale is not None:
+        kernel = (kernel * s[None, None, :, None]).astype(np.float32)
     if lower and _lowerable(p, kernel):
         bands = depthwise_bands(*kernel.shape[:2])
         band_bias = np.zeros((len(bands), c), np.float32)

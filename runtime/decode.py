@@ -100,7 +100,8 @@ class PanopticDecoding:
     Valid proposals (score > object_mask_threshold), best first, arrays of length K:
     ``proposal_classes`` int32, ``proposal_scores`` float32, ``proposal_yx`` int32 ``[K, 2]`` (feature grid),
     ``proposal_areas`` int64 (pixels won in the argmax), ``proposal_segment`` int32 (segment id, 0 = dropped),
-    and ``mask_logits`` float32 ``[h, w, K]`` (low-resolution mask logits).
+    and ``mask_logits`` float32 ``[h, w, K]`` (low-resolution mask logits; with a grid ``mask_resolution``
+    only the (upsampled) grid cells the output covers).
     """
 
     category_mask: np.ndarray

@@ -328,6 +328,7 @@ class Segmenter:
         self._runner = runner_cls(path, self.num_threads, delegate)
         self._delegate, self._notes = self._runner.delegate, list(self._runner.notes)
         self._busy = threading.Lock()  # detects concurrent use (the interpreter is not thread-safe)
+        self._shared_users = 0  # pipelined streams running: their worker and the caller wait for each other
         self.output = output
         self.mask_resolution = mask_resolution
         info = self.info
@@ -403,7 +404,7 @@ class Segmenter:
         runner = self._runner
         if runner is None:
             raise RuntimeError("this Segmenter is closed; create a new one")
-        if not self._busy.acquire(blocking=False):
+        if not self._busy.acquire(blocking=self._shared_users > 0):
             raise RuntimeError(
                 "Segmenter used from two threads at once; its interpreter is not thread-safe: create one "
                 "Segmenter per thread"

@@ -300,11 +300,17 @@ class FrameReader:
         """
         if self.drop_stale:
             with self._cond:
-                while self._latest is None and not self._done:
+                while self._latest is None and not self._done and not self._stop.is_set():
                     self._cond.wait()
                 frame, self._latest = self._latest, None
         else:
-            frame = self._queue.get()
+            while True:  # wakes up on close() too (the capture thread then posts no end marker)
+                try:
+                    frame = self._queue.get(timeout=0.05)
+                    break
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return None
         if frame is None and self._error is not None:
             raise self._error
         return frame
@@ -386,7 +392,6 @@ class SegmentStream:
         self._count = 0  # frames handed to the model
         self._closed = False
         self._ended = False
-        self._deferred: Exception | None = None
         self.source_name = reader.source.name
         self.live = reader.source.live
         self.fps = reader.source.fps
@@ -394,11 +399,12 @@ class SegmentStream:
         self.vid_stride = reader.vid_stride
         self._probe: list[float] | None = [] if pipeline is None else None  # inference ms while deciding
         self._pool = self._new_pool() if pipeline else None
-        self._pending: tuple[Frame, Future] | None = None
-        self._modes = segmenter._modes(None, None)
+        self._pending: Future | None = None
 
-    @staticmethod
-    def _new_pool() -> ThreadPoolExecutor:
+    def _new_pool(self) -> ThreadPoolExecutor:
+        """The model worker. While it exists the segmenter waits for its interpreter instead of refusing a
+        second thread, so ``segmenter.segment()`` may still be called inside the stream loop."""
+        self.segmenter._shared_users += 1
         return ThreadPoolExecutor(1, thread_name_prefix="maskconver-model")
 
     @property
@@ -424,6 +430,14 @@ class SegmentStream:
             self._count += 1
         return frame
 
+    def _fetch_and_run(self) -> tuple[Frame, Any] | None:
+        """Worker task: the next frame and its model run (``Segmenter._start``), or None at the end. Source
+        errors and model errors are raised from the future, i.e. on the call that would yield that frame."""
+        frame = self._next_frame()
+        if frame is None or self._closed:
+            return None
+        return frame, self.segmenter._start(frame.image)
+
     def __next__(self) -> tuple[int, float, np.ndarray, PanopticResult]:
         try:
             if self._pool is None:
@@ -433,24 +447,16 @@ class SegmentStream:
                 result = self.segmenter.segment(frame.image)
                 self._decide(result.speed["inference"])
                 return frame.index, frame.timestamp_ms, frame.image, result
-            if self._deferred is not None:
-                err, self._deferred = self._deferred, None
-                raise err
-            if self._pending is None:  # first frame (or the end)
-                frame = self._next_frame()
-                if frame is None:
-                    raise StopIteration
-                self._pending = (frame, self._pool.submit(self.segmenter._start, frame.image))
-            frame, future = self._pending
+            pending = self._pending or self._pool.submit(self._fetch_and_run)
             self._pending = None
-            started = future.result()  # the model's error, if any, surfaces here
-            try:
-                nxt = self._next_frame()
-            except Exception as e:  # a source error belongs to the next frame: raised on the next call
-                self._deferred, nxt = e, None
-            if nxt is not None:  # the model runs on the next frame while this one is decoded
-                self._pending = (nxt, self._pool.submit(self.segmenter._start, nxt.image))
-            result = self.segmenter._finish(started, *self._modes)
+            got = pending.result()  # blocks only on the worker, never on the source
+            if got is None:
+                raise StopIteration
+            frame, started = got
+            # the worker takes the next frame (the newest one with drop_stale) and runs the model on it
+            # while this one is decoded here
+            self._pending = self._pool.submit(self._fetch_and_run)
+            result = self.segmenter._finish(started, *self.segmenter._modes(None, None))
             return frame.index, frame.timestamp_ms, frame.image, result
         except BaseException:
             self.close()
@@ -469,10 +475,11 @@ class SegmentStream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._reader.close()  # first: a worker waiting for a frame wakes up with none
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)  # the interpreter is idle afterwards
+                self.segmenter._shared_users -= 1
             self._pending = None
-            self._reader.close()
 
     def __enter__(self) -> SegmentStream:
         return self

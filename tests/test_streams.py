@@ -153,13 +153,43 @@ def test_image_folder_in_name_order(segmenter, tmp_path):
         segmenter.stream(tmp_path, drop_stale=True)
 
 
-def test_broken_image_in_folder_raises_clearly(segmenter, tmp_path):
+@pytest.mark.parametrize("pipeline", [None, False, True])
+def test_broken_image_in_folder_raises_clearly(segmenter, tmp_path, pipeline):
     cv2.imwrite(str(tmp_path / "a.png"), frame_rgb(0)[:, :, ::-1])
     (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
-    it = segmenter.stream(tmp_path)
-    assert next(it)[0] == 0
+    it = segmenter.stream(tmp_path, pipeline=pipeline)
+    assert next(it)[0] == 0  # the good frame first, then the error of the frame it belongs to
     with pytest.raises(SourceError, match=r"b\.png"):
         next(it)
+    assert segmenter.segment(frame_rgb(0)).segments  # the segmenter is free again
+
+
+def test_pipelined_live_stream_yields_each_result_before_the_next_frame_arrives(segmenter, tmp_path):
+    """drop_stale + pipeline: the worker, not the caller, waits for the next frame, so the result of frame N
+    is handed out before frame N+1 is even captured (a 5 fps source: 200 ms between frames, the model and the
+    decoding take a few ms)."""
+    slow = write_video(tmp_path / "slow.avi", fps=5.0, n=6, fourcc="MJPG")
+    it = segmenter.stream(slow, drop_stale=True, pipeline=True)
+    t0 = it._reader._t0
+    got = [(ts, 1000.0 * (time.monotonic() - t0)) for _, ts, _, _ in it]
+    assert len(got) >= 4
+    for (ts, yielded), (next_ts, _) in zip(got, got[1:], strict=False):
+        assert ts < yielded < next_ts
+
+
+def test_segment_inside_a_pipelined_stream_loop_and_an_early_break(segmenter, video):
+    """The caller may use the segmenter inside the loop (the stream's worker and the caller wait for each
+    other); breaking out with a frame in flight leaves the segmenter free and strict again."""
+    it = segmenter.stream(video, pipeline=True)
+    for n, (index, _, _, result) in enumerate(it):
+        other = segmenter.segment(frame_rgb(index + 1))
+        assert abs(_square_left(other) - square_x(index + 1)) <= 2
+        assert abs(_square_left(result) - square_x(index)) <= 2
+        if n == 4:
+            break
+    it.close()
+    assert segmenter._shared_users == 0
+    assert segmenter.segment(frame_rgb(0)).segments
 
 
 def test_video_truncated_mid_stream_ends_cleanly(segmenter, tmp_path):
