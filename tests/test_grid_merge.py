@@ -127,6 +127,53 @@ def test_grid_decode_letterbox_matches_upsampled_reference():
         assert tuple(grid.segment_bboxes[i]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
+@pytest.mark.parametrize(
+    "output,valid",
+    [
+        ((480, 640), (96, 128)),
+        ((300, 200), (128, 85)),
+        ((3, 5), (77, 128)),
+        ((2, 900), (2, 128)),
+        ((640, 640), None),
+    ],
+)
+def test_grid_decode_equals_the_dense_merge_of_the_cell_under_every_pixel(output, valid):
+    """An independent reference: every output pixel's cell from float64 arithmetic through the letterbox,
+    its logits gathered from the full mode's (all-cell) logits, merged by ``merge_dense`` at full size with
+    identity resize plans. Covers outputs smaller than the grid (cells no pixel falls into)."""
+    from maskconver.runtime.decode import output_canvas
+
+    rng = np.random.default_rng(sum(output))
+    h = w = 16
+    head, heat, center, feats = _random_outputs(rng, h, w, 6, 20, -2.0)
+    kw = dict(
+        output_size=output,
+        valid_size=valid,
+        input_size=(128, 128),
+        thing_ids=(1, 2),
+        small_area_threshold=300.0,
+    )
+    grid = decode_panoptic(heat, center, feats, head, mask_resolution="grid", **kw)
+    full = decode_panoptic(heat, center, feats, head, **kw)  # its mask_logits cover every cell
+    cy, cx = output_canvas(output, valid, (128, 128))
+    iy = np.floor((np.arange(output[0]) + 0.5) * h / cy).astype(int)
+    ix = np.floor((np.arange(output[1]) + 0.5) * w / cx).astype(int)
+    per_pixel = full.mask_logits[iy][:, ix]
+    small = 300.0 * cy * cx / (640 * 640)
+    ref = merge_dense(
+        per_pixel,
+        full.proposal_scores,
+        axis_plan(output[0], output[0]),
+        axis_plan(output[1], output[1]),
+        small,
+        0.7,
+    )
+    assert np.array_equal(grid.proposal_areas, ref.mask_area)
+    cat = np.where(ref.kept, full.proposal_classes, 0).astype(np.int32)[ref.winner]
+    assert np.array_equal(grid.category_mask, cat)
+    assert len(full.proposal_scores) >= 3
+
+
 def test_grid_decode_on_the_model_garden_golden_agrees_with_full_where_masks_are_decisive():
     g = _golden(256)
     from maskconver.models.checkpoint import read_mask_head

@@ -244,8 +244,9 @@ def test_grid_masks_give_the_square_exactly(segmenters, name):
 @pytest.mark.parametrize("hw", [(2, 2), (3, 900), (900, 3), (17, 5)])
 @pytest.mark.parametrize("masks", ["grid", "grid2x", "grid4x"])
 def test_grid_masks_on_tiny_and_extreme_images(segmenters, hw, masks):
-    """Outputs smaller than the grid (cells no pixel falls into) and extreme aspect ratios: masks of the image's
-    size whose segments' areas and boxes match the label maps."""
+    """End to end on outputs smaller than the grid and extreme aspect ratios: masks of the image's size whose
+    segments' areas and boxes match the label maps (the labels themselves are checked against an independent
+    reference in tests/test_grid_merge.py)."""
     rng = np.random.default_rng(hw[0] * 1000 + hw[1])
     r = segmenters["int8"].segment(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), mask_resolution=masks)
     assert r.shape == hw
