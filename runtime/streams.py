@@ -15,10 +15,10 @@ and LIVE_STREAM modes.
     instead of their sum when the CPU has a core to spare. Results keep the source order; the interpreter
     is used from the worker thread only. ``pipeline=None`` (default) decides after the first
     ``PIPELINE_PROBE_FRAMES`` frames: pipelined if their median inference takes at least
-    ``PIPELINE_MIN_INFERENCE_MS``. Measured on 2 cores (``benchmarks/bench_segmenter.py -k stream``): the
-    256 mobile model (9 ms inference) ran 1.23x faster pipelined; the 0.9 ms demo model gained nothing with
-    the full merge and lost 15% with the grid merge (the worker's preprocessing and the decoding then
-    contend for the GIL more than the model's run overlaps).
+    ``PIPELINE_MIN_INFERENCE_MS``. Measured on 2 cores (``benchmarks/bench_segmenter.py -k stream``, a
+    480x640 video, sequential / pipelined): the 256 mobile model (9 ms inference) 1.20x (full merge) and
+    1.16x (grid merge) faster, the 0.9 ms demo model 1.10x and 1.13x, a designed 0.05 ms test model 5% slower
+    (thread hand-offs then cost more than the overlap gains).
 
   ``frame_index`` counts the source's frames from 0 (gaps show skipped frames); ``timestamp_ms`` is the
   capture time on the monotonic clock, in ms since the stream started, strictly increasing; ``frame`` is
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from maskconver.runtime.segmenter import Segmenter
 
 PIPELINE_PROBE_FRAMES = 3  # frames timed sequentially before pipeline=None decides
-PIPELINE_MIN_INFERENCE_MS = 2.0  # median inference from which pipelining pays off (see the module doc)
+PIPELINE_MIN_INFERENCE_MS = 0.5  # median inference from which pipelining pays off (see the module doc)
 CAMERA_READ_RETRIES = 20  # consecutive failed camera reads (10 ms apart) before the stream ends
 READ_AHEAD = 4  # frames decoded ahead in drop_stale=False mode
 
