@@ -103,6 +103,20 @@ def _calibration_images(opts: ConvertOptions, input_size, config):
     return cal_imgs, hold_imgs, f"synthetic(seed={opts.seed + 1000})"
 
 
+def _agreement(
+    ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]
+) -> dict[str, dict[str, float]]:
+    """SQNR (dB) and cosine of ``got`` against ``ref`` per output name, over all images."""
+    from maskconver.converter.report import cosine, sqnr_db
+
+    out = {}
+    for k in ref[0]:
+        a = np.stack([r[k] for r in ref])
+        b = np.stack([g[k] for g in got])
+        out[k] = {"sqnr_db": sqnr_db(a, b), "cosine": cosine(a, b)}
+    return out
+
+
 def convert(
     checkpoint: str | Path, config: MaskConverConfig | str | None, out_dir: str | Path, opts: ConvertOptions
 ):
@@ -112,7 +126,7 @@ def convert(
     so a failed conversion never leaves a partial model nor replaces a good one. Returns the report dict.
     """
     from maskconver.converter.inference_graph import build_inference_fn
-    from maskconver.converter.report import cosine, op_table, sqnr_db, to_markdown
+    from maskconver.converter.report import op_table, to_markdown
     from maskconver.converter.tflite_export import convert_tflite, run_tflite
     from maskconver.models.checkpoint import checkpoint_hash, load_checkpoint
     from maskconver.models.config import get_config
@@ -234,23 +248,14 @@ def convert(
             log("warning: " + msg, opts.progress)
 
         # ---- int8 vs float agreement on held-out images ----
+        float_outputs: list[dict[str, np.ndarray]] = []
         if mode != "fp32" and hold_imgs:
             t = time.perf_counter()
             ref_tfl = convert_tflite(
                 build_inference_fn(model_sized, lower_depthwise=opts.lower_depthwise), size, "fp32"
             )
-            acc: dict[str, list] = {}
-            for img in hold_imgs:
-                a, b = run_tflite(ref_tfl, img), run_tflite(tfl_meta, img)
-                for k in a:
-                    acc.setdefault(k, []).append((a[k], b[k]))
-            report["agreement"] = {
-                k: {
-                    "sqnr_db": sqnr_db(np.stack([p[0] for p in v]), np.stack([p[1] for p in v])),
-                    "cosine": cosine(np.stack([p[0] for p in v]), np.stack([p[1] for p in v])),
-                }
-                for k, v in acc.items()
-            }
+            float_outputs = [run_tflite(ref_tfl, img) for img in hold_imgs]
+            report["agreement"] = _agreement(float_outputs, [run_tflite(tfl_meta, img) for img in hold_imgs])
             timing["agreement"] = time.perf_counter() - t
             for k, v in report["agreement"].items():
                 log(
@@ -275,6 +280,12 @@ def convert(
                 calibration=cal_imgs,
                 reference_tflite=tfl if mode == "fp32" else None,
             )
+            if mode == "int8" and float_outputs:
+                from maskconver.converter.onnx_export import run_onnx
+
+                report["agreement_onnx"] = _agreement(float_outputs, run_onnx(onnx_path, hold_imgs))
+                for k, v in report["agreement_onnx"].items():
+                    log(f"ONNX int8 vs float: {k} SQNR {v['sqnr_db']:.1f} dB", opts.progress)
             timing["onnx"] = time.perf_counter() - t
 
         # ---- PQ gate ----

@@ -110,3 +110,12 @@ def check_against_tflite(onnx_path: Path, tflite: bytes, input_size, tol: float 
     if worst > tol:
         raise RuntimeError(f"ONNX Runtime differs from float TFLite by {worst:.2e} (> {tol})")
     return worst
+
+
+def run_onnx(onnx_path: Path, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """ONNX Runtime (CPU) outputs by name for uint8 canvases ``[H,W,3]`` (QDQ models dequantise inside)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, sess.run(None, {"image": np.asarray(img)[None]}), strict=True)) for img in images]

@@ -76,8 +76,15 @@ def to_markdown(report: dict) -> str:
             "| output | SQNR dB | cosine |",
             "|---|---|---|",
         ]
+        onnx = report.get("agreement_onnx") or {}
+        if onnx:
+            lines[-2:] = [
+                "| output | SQNR dB (TFLite) | cosine (TFLite) | SQNR dB (ONNX int8) |",
+                "|---|---|---|---|",
+            ]
         for k, v in report["agreement"].items():
-            lines.append(f"| {k} | {v['sqnr_db']:.2f} | {v['cosine']:.5f} |")
+            extra = f" {onnx[k]['sqnr_db']:.2f} |" if k in onnx else ""
+            lines.append(f"| {k} | {v['sqnr_db']:.2f} | {v['cosine']:.5f} |{extra}")
     if report.get("pq"):
         lines += ["", "## Panoptic quality (validation)", "", "| model | PQ | SQ | RQ |", "|---|---|---|---|"]
         for k, v in report["pq"].items():

@@ -69,7 +69,10 @@ def test_int8_model_file_is_complete_and_delegate_friendly(int8_dir):
     assert "TOPK_V2" not in report["ops"] and report["ops"]["DEPTHWISE_CONV_2D"] > 0
     for k, v in report["agreement"].items():
         assert v["cosine"] > 0.9, k
+        # the ONNX int8 (QDQ) export is measured on the same held-out images, within a few dB of TFLite's
+        assert abs(report["agreement_onnx"][k]["sqnr_db"] - v["sqnr_db"]) < 6.0, k
     on_disk = json.loads((out / "report.json").read_text())
+    assert "SQNR dB (ONNX int8)" in (out / "report.md").read_text()
     assert on_disk["model"]["name"] == f"{NAME}_int8"
     assert "SQNR" in (out / "report.md").read_text()
 
