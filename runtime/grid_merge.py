@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from maskconver.runtime.merge import MergeResult, _empty, _keep, winner_dtype
+from maskconver.runtime.merge import MergeResult, _empty, _keep, bbox_from_winner, winner_dtype
 from maskconver.runtime.peaks import sigmoid32
 
 
@@ -100,22 +100,16 @@ def merge_grid(
         small = np.take(lut, win)
         return np.repeat(np.repeat(small, gy.count, axis=0), gx.count, axis=1)
 
-    return MergeResult(paint(np.arange(k, dtype=win.dtype)), mask_area, original_area, kept, bbox, paint)
+    return MergeResult(mask_area, original_area, kept, bbox, painter=paint)
 
 
 def _grid_bbox(win: np.ndarray, k: int, gy: GridAxis, gx: GridAxis) -> np.ndarray:
     """``(x0, y0, x1, y1)`` int64 ``[k, 4]`` in output pixels of each proposal's cells in ``win [ny, nx]``
-    (zeros where nothing won)."""
-    ny, nx = win.shape
-    rows = np.zeros((ny, k), dtype=bool)
-    rows[np.arange(ny)[:, None], win] = True
-    cols = np.zeros((nx, k), dtype=bool)
-    cols[np.arange(nx)[None, :], win] = True
-    has = rows.any(axis=0)
-    y0 = rows.argmax(axis=0)
-    y1 = ny - 1 - rows[::-1].argmax(axis=0)
-    x0 = cols.argmax(axis=0)
-    x1 = nx - 1 - cols[::-1].argmax(axis=0)
-    box = np.stack([gx.start[x0], gy.start[y0], gx.start[x1] + gx.count[x1], gy.start[y1] + gy.count[y1]], 1)
-    box[~has] = 0
+    (zeros where nothing won): :func:`bbox_from_winner` on the grid, cells mapped to their pixel spans."""
+    cb = bbox_from_winner(win, k)  # cell units, exclusive ends
+    x1, y1 = cb[:, 2] - 1, cb[:, 3] - 1  # last cells (-1 where nothing won: masked below)
+    box = np.stack(
+        [gx.start[cb[:, 0]], gy.start[cb[:, 1]], gx.start[x1] + gx.count[x1], gy.start[y1] + gy.count[y1]], 1
+    )
+    box[cb[:, 2] == 0] = 0
     return box.astype(np.int64)

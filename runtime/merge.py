@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from maskconver.runtime.mask_resize import AxisPlan, SubRuns, halve, interpolate_x, resize_rows, sub_runs
@@ -58,25 +59,34 @@ _STRONG = np.float32(0.25)  # pairs within this factor of a block's best upper b
 
 @dataclass(frozen=True)
 class MergeResult:
-    """``winner [H, W]`` (uint8, or int32 for K > 255) proposal rank per pixel; ``mask_area [K]`` int64;
+    """``mask_area [K]`` int64;
     ``original_area [K]`` int64: ``count(p > 0.5)`` for proposals with ``mask_area > small_area`` (0 for
     the others); :func:`merge_fast` refines it only until the keep test is decided, so there it is a lower
     bound that gives the same ``kept``;
-    ``kept [K]`` bool; ``bbox [K, 4]`` int64 ``(x0, y0, x1, y1)`` exclusive ends, zeros if nothing won."""
+    ``kept [K]`` bool; ``bbox [K, 4]`` int64 ``(x0, y0, x1, y1)`` exclusive ends, zeros if nothing won;
+    :attr:`winner` ``[H, W]`` (uint8, or int32 for K > 255) proposal rank per pixel: given (``winner_map``)
+    or painted on first use by ``painter`` (decoding itself only paints label maps, never the winner map)."""
 
-    winner: np.ndarray
     mask_area: np.ndarray
     original_area: np.ndarray
     kept: np.ndarray
     bbox: np.ndarray
     painter: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    winner_map: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def winner(self) -> np.ndarray:
+        if self.winner_map is not None:
+            return self.winner_map
+        k = self.mask_area.shape[0]
+        return self.paint(np.arange(k, dtype=winner_dtype(k)))
 
     def paint(self, lut: np.ndarray) -> np.ndarray:
         """``lut [winner]`` (``lut [K]``, any dtype) -> ``[H, W]``; :func:`merge_fast` paints its tiles and
         per-pixel blocks instead of gathering every pixel (no large index temporaries)."""
         if self.painter is not None:
             return self.painter(lut)
-        return np.take(lut, self.winner)
+        return np.take(lut, self.winner_map)
 
 
 def _keep(mask_area: np.ndarray, original_area: np.ndarray, small_area: float, overlap: float) -> np.ndarray:
@@ -98,7 +108,9 @@ def winner_dtype(k: int) -> type:
 
 def _empty(hh: int, ww: int) -> MergeResult:
     z = np.zeros(0, np.int64)
-    return MergeResult(np.zeros((hh, ww), np.uint8), z, z, np.zeros(0, bool), np.zeros((0, 4), np.int64))
+    return MergeResult(
+        z, z, np.zeros(0, bool), np.zeros((0, 4), np.int64), winner_map=np.zeros((hh, ww), np.uint8)
+    )
 
 
 def bbox_from_winner(winner: np.ndarray, k: int) -> np.ndarray:
@@ -138,7 +150,7 @@ def merge_dense(
     mask_area = np.bincount(winner.ravel(), minlength=k).astype(np.int64)
     original_area[mask_area <= small_area] = 0  # reported only where it matters
     kept = _keep(mask_area, original_area, small_area, overlap)
-    return MergeResult(winner, mask_area, original_area, kept, bbox_from_winner(winner, k))
+    return MergeResult(mask_area, original_area, kept, bbox_from_winner(winner, k), winner_map=winner)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,10 +303,9 @@ class _Canvas:
             out[ys[:, :, None], xs[:, None, :]] = lut[q]
         return out
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``winner [H, W]``, ``mask_area [k]`` int64, ``bbox [k, 4]`` int64 (zeros where nothing won)."""
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``mask_area [k]`` int64, ``bbox [k, 4]`` int64 (zeros where nothing won)."""
         k, sy, sx, tiles = self.k, self.sy, self.sx, self.tiles
-        winner = self.paint(np.arange(k, dtype=winner_dtype(k)))
         area = np.outer(sy.length, sx.length).ravel()
         mask_area = np.bincount(tiles.ravel(), weights=area, minlength=k + 1)[:k]
         nty, ntx = tiles.shape
@@ -325,7 +336,7 @@ class _Canvas:
             np.maximum.at(box[3], q, y + 1)
         mask_area = mask_area.astype(np.int64)
         box[:, mask_area == 0] = 0
-        return winner, mask_area, np.ascontiguousarray(box.T)
+        return mask_area, np.ascontiguousarray(box.T)
 
 
 def _exact_winners(
@@ -560,7 +571,7 @@ def merge_fast(
         done = np.diff(np.append(starts, pb.size)) == 1
         canvas.fill(blk.take(done), pq[starts[done]])
         blk, pb, pq, pu, starts = _drop_blocks(blk, done, pb, pq, pu)
-    winner, mask_area, bbox = canvas.result()
+    mask_area, bbox = canvas.result()
 
     # original_area = count(p > 0.5) is needed only for proposals passing the area test, and only as
     # precisely as the keep test needs: bounds [area_lo, area_hi] from cells, then quadrants, then pixels.
@@ -609,4 +620,4 @@ def merge_fast(
 
     area_lo[mask_area <= small_area] = 0  # reported only where it matters (as merge_dense does)
     kept = _keep(mask_area, area_lo, small_area, overlap)  # decided: lo and hi give the same answer
-    return MergeResult(winner, mask_area, area_lo, kept, bbox, painter=canvas.paint)
+    return MergeResult(mask_area, area_lo, kept, bbox, painter=canvas.paint)

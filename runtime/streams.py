@@ -17,7 +17,7 @@ and LIVE_STREAM modes.
     ``PIPELINE_PROBE_FRAMES`` frames: pipelined if their median inference takes at least
     ``PIPELINE_MIN_INFERENCE_MS``. Measured on 2 cores (``benchmarks/bench_segmenter.py -k stream``, a
     480x640 video, sequential / pipelined): the 256 mobile model (9 ms inference) 1.20x (full merge) and
-    1.16x (grid merge) faster, the 0.9 ms demo model 1.10x and 1.13x, a designed 0.05 ms test model 5% slower
+    1.16x (grid merge) faster, the 0.9 ms demo model 1.10x and 1.13x, a designed 0.08 ms test model 5% slower
     (thread hand-offs then cost more than the overlap gains).
 
   ``frame_index`` counts the source's frames from 0 (gaps show skipped frames); ``timestamp_ms`` is the
