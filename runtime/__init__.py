@@ -28,7 +28,21 @@ _EXPORTS = {
     "read_model_file": "model_file",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DelegateError",
+    "LiveSegmenter",
+    "MASK_RESOLUTIONS",
+    "ModelFile",
+    "PanopticDecoding",
+    "PanopticResult",
+    "Segment",
+    "SegmentStream",
+    "Segmenter",
+    "SourceError",
+    "VideoSegmenter",
+    "decode_panoptic",
+    "read_model_file",
+]
 
 if TYPE_CHECKING:
     from maskconver.runtime.decode import MASK_RESOLUTIONS, PanopticDecoding, decode_panoptic

@@ -37,3 +37,7 @@ def test_importing_the_package_loads_no_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_all_lists_every_export():
+    assert sorted(runtime.__all__) == sorted(runtime._EXPORTS)
