@@ -28,7 +28,7 @@ from maskconver.runtime.merge import MergeResult, _empty, _keep, bbox_from_winne
 from maskconver.runtime.peaks import sigmoid32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GridAxis:
     """Nearest-cell map of one output axis. ``cells [n]`` int64 the grid cells that output pixels fall
     into (ascending), ``count [n]`` int64 output pixels per such cell, ``start [n]`` int64 the first output
@@ -37,6 +37,7 @@ class GridAxis:
     cells: np.ndarray
     count: np.ndarray
     start: np.ndarray
+    size: int  # output pixels of the axis: ``count.sum()``
 
     @property
     def n(self) -> int:
@@ -63,10 +64,22 @@ def grid_axis(cells: int, canvas: int, keep: int) -> GridAxis:
     i = np.arange(keep, dtype=np.int64)
     cell = ((2 * i + 1) * cells) // (2 * canvas)
     used, start, count = np.unique(cell, return_index=True, return_counts=True)
-    out = GridAxis(used.astype(np.int64), count.astype(np.int64), start.astype(np.int64))
+    out = GridAxis(used.astype(np.int64), count.astype(np.int64), start.astype(np.int64), keep)
     for a in (out.cells, out.count, out.start):
         a.flags.writeable = False
     return out
+
+
+@lru_cache(maxsize=64)
+def _cell_weights(gy: GridAxis, gx: GridAxis) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixels per used cell: int64 ``[gy.n * gx.n]`` and as a float row ``[1, gy.n * gx.n]`` (float32
+    while every area sum stays below 2^24, so the counting matrix product is exact; else float64)."""
+    weight = np.outer(gy.count, gx.count).reshape(-1)
+    exact = np.float32 if gy.size * gx.size < 1 << 24 else np.float64
+    row = weight.astype(exact).reshape(1, -1)
+    for a in (weight, row):
+        a.flags.writeable = False
+    return weight, row
 
 
 def merge_grid(
@@ -78,27 +91,27 @@ def merge_grid(
     overlap: float,
 ) -> MergeResult:
     """Merge on the grid. ``logits [gy.n, gx.n, K]`` float32 (the used cells only, best proposal first),
-    ``scores [K]`` -> :class:`MergeResult` at ``[sum(gy.count), sum(gx.count)]`` output pixels, with the
-    winner map and label maps expanded by repeating each cell over its pixels."""
+    ``scores [K]`` -> :class:`MergeResult` at ``[gy.size, gx.size]`` output pixels, with the winner map and
+    label maps expanded by repeating each cell over its pixels."""
     k = logits.shape[-1]
-    hh, ww = int(gy.count.sum()), int(gx.count.sum())
     if k == 0:
-        return _empty(hh, ww)
-    p = sigmoid32(np.asarray(logits, dtype=np.float32))  # [ny, nx, K]
-    win = np.argmax(p * np.asarray(scores, dtype=np.float32), axis=-1).astype(winner_dtype(k))  # [ny, nx]
-    weight = np.outer(gy.count, gx.count)  # output pixels per cell
-    mask_area = np.bincount(win.ravel(), weights=weight.ravel(), minlength=k).astype(np.int64)
-    # count(p > 0.5) in output pixels as one matrix product; integer sums below 2^24 are exact in float32
-    exact = np.float32 if hh * ww < 1 << 24 else np.float64
-    positive = (p > np.float32(0.5)).reshape(-1, k).astype(exact)
-    original_area = np.rint(weight.reshape(1, -1).astype(exact) @ positive).astype(np.int64)[0]
+        return _empty(gy.size, gx.size)
+    weight, weight_row = _cell_weights(gy, gx)
+    p = sigmoid32(logits).reshape(-1, k)  # [cells, K] (a new array: logits are left as they are)
+    # count(p > 0.5) in output pixels as one matrix product (exact, see _cell_weights)
+    positive = np.greater(p, np.float32(0.5)).astype(weight_row.dtype)
+    p *= np.asarray(scores, dtype=np.float32)
+    win = p.argmax(axis=-1).astype(winner_dtype(k)).reshape(gy.n, gx.n)
+    mask_area = np.bincount(win.reshape(-1), weights=weight, minlength=k).astype(np.int64)
+    original_area = np.rint(weight_row @ positive).astype(np.int64)[0]
     original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
     kept = _keep(mask_area, original_area, small_area, overlap)
     bbox = _grid_bbox(win, k, gy, gx)
 
     def paint(lut: np.ndarray) -> np.ndarray:
-        small = np.take(lut, win)
-        return np.repeat(np.repeat(small, gy.count, axis=0), gx.count, axis=1)
+        # columns first (on the few grid rows), then whole rows: the full-size repeat copies rows
+        wide = np.repeat(np.take(lut, win), gx.count, axis=1)
+        return np.repeat(wide, gy.count, axis=0)
 
     return MergeResult(mask_area, original_area, kept, bbox, painter=paint)
 

@@ -114,17 +114,19 @@ def _empty(hh: int, ww: int) -> MergeResult:
 
 
 def bbox_from_winner(winner: np.ndarray, k: int) -> np.ndarray:
-    """Per-proposal ``(x0, y0, x1, y1)`` of ``winner [H, W]`` (values 0..k-1) -> int64 ``[k, 4]``."""
+    """Per-proposal ``(x0, y0, x1, y1)`` of ``winner [H, W]`` (values 0..k-1) -> int64 ``[k, 4]`` (zeros for
+    a proposal that won no pixel)."""
     hh, ww = winner.shape
-    w64 = winner.astype(np.int64)
-    rows = np.bincount((np.arange(hh)[:, None] * k + w64).ravel(), minlength=hh * k).reshape(hh, k) > 0
-    cols = np.bincount((np.arange(ww)[None, :] * k + w64).ravel(), minlength=ww * k).reshape(ww, k) > 0
-    bbox = np.zeros((k, 4), dtype=np.int64)
-    has = rows.any(axis=0)
-    bbox[has, 1] = rows[:, has].argmax(axis=0)
-    bbox[has, 3] = hh - rows[::-1, has].argmax(axis=0)
-    bbox[has, 0] = cols[:, has].argmax(axis=0)
-    bbox[has, 2] = ww - cols[::-1, has].argmax(axis=0)
+    rows = np.zeros((hh, k), dtype=bool)  # rows[y, q]: q wins a pixel of row y
+    rows[np.arange(hh)[:, None], winner] = True
+    cols = np.zeros((ww, k), dtype=bool)
+    cols[np.arange(ww)[None, :], winner] = True
+    bbox = np.empty((k, 4), dtype=np.int64)
+    bbox[:, 0] = cols.argmax(axis=0)
+    bbox[:, 1] = rows.argmax(axis=0)
+    bbox[:, 2] = ww - cols[::-1].argmax(axis=0)
+    bbox[:, 3] = hh - rows[::-1].argmax(axis=0)
+    bbox[~rows.any(axis=0)] = 0
     return bbox
 
 

@@ -22,6 +22,7 @@ heatmap more than a few times:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -84,20 +85,36 @@ def _native_cut(value: float, dtype: np.dtype, quant: tuple[float, float] | None
     return int(np.clip(np.ceil(zero_point + value / scale - 1e-6), info.min, info.max + 1))
 
 
+@lru_cache(maxsize=64)
+def _floor_cut(threshold: float, dtype: str, quant: tuple[float, float] | None):
+    """:func:`_native_cut` of :func:`logit_threshold` (remembered: the same every frame)."""
+    return _native_cut(logit_threshold(threshold), np.dtype(dtype), quant)
+
+
 _OFFSETS = np.array(_EARLIER + _LATER, dtype=np.int64)  # [8, 2] (dy, dx); the first 4 are the earlier ones
+
+
+@lru_cache(maxsize=32)
+def _neighbour_table(h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat offsets ``[8]`` int64 of the 3x3 neighbours (order of ``_OFFSETS``) in an ``[h, w, c]`` array,
+    and ``inside [h * w, 8]`` bool: whether each neighbour of each pixel lies in the image."""
+    y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    ny = y[:, None] + _OFFSETS[:, 0]
+    nx = x[:, None] + _OFFSETS[:, 1]
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    offsets = (_OFFSETS[:, 0] * w + _OFFSETS[:, 1]) * c
+    for a in (inside, offsets):
+        a.flags.writeable = False
+    return offsets, inside
 
 
 def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
     ``_OFFSETS``) and whether each lies inside the image ``[n, 8]`` (outside: the index is ``idx`` itself)."""
-    pix = idx // c
-    y = pix // w
-    x = pix - y * w
-    ny = y[:, None] + _OFFSETS[:, 0]
-    nx = x[:, None] + _OFFSETS[:, 1]
-    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-    nb = idx[:, None] + (_OFFSETS[:, 0] * w + _OFFSETS[:, 1]) * c
-    return np.where(inside, nb, idx[:, None]), inside
+    offsets, table = _neighbour_table(h, w, c)
+    inside = table[idx // c]
+    col = idx[:, None]
+    return np.where(inside, col + offsets, col), inside
 
 
 def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
@@ -113,7 +130,9 @@ def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndar
     v = flat[idx][:, None]
     keep = (vals <= v).all(axis=1)
     # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak
-    tie = keep[:, None] & inside[:, :4] & (vals[:, :4] == v)
+    # (outside neighbours hold the candidate's own index, hence its value: masked by ``inside``)
+    tie = (vals[:, :4] == v) & inside[:, :4]
+    tie &= keep[:, None]
     rows, cols = np.nonzero(tie)
     if rows.size:
         other_max = _window_max(flat, nb[rows, cols], h, w, c)
@@ -167,7 +186,7 @@ def find_proposals(
     flat = np.ascontiguousarray(heatmap).reshape(-1)
     n = flat.size
     k = int(num_proposals)
-    t_floor = _native_cut(logit_threshold(object_mask_threshold), flat.dtype, quant)
+    t_floor = _floor_cut(float(object_mask_threshold), flat.dtype.str, quant)
     if k < 1:
         raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
     if n <= _DENSE_PEAKS:
@@ -201,13 +220,16 @@ def _ranked(idx: np.ndarray, vals: np.ndarray, k: int, c: int, w: int, threshold
     logits = vals[order].astype(np.float32) if quant is None else dequantize(vals[order], quant)
     scores = sigmoid32(logits)
     valid = scores > np.float32(threshold)
-    idx, logits, scores = idx[valid], logits[valid], scores[valid]
-    pix = idx // c
-    yx = np.stack([pix // w, pix % w], axis=1).astype(np.int32)
+    if not valid.all():
+        idx, logits, scores = idx[valid], logits[valid], scores[valid]
+    n = idx.shape[0]
+    pix, classes = np.divmod(idx, c)
+    yx = np.empty((n, 2), dtype=np.int32)
+    np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")
     return Proposals(
-        classes=(idx % c).astype(np.int32),
+        classes=classes.astype(np.int32),
         scores=scores,
         logits=logits,
         yx=yx,
-        flat_index=idx.astype(np.int64),
+        flat_index=idx.astype(np.int64, copy=False),
     )

@@ -492,21 +492,28 @@ class Segmenter:
         )
 
     def _result(self, dec: PanopticDecoding, image_size, mode: str, image_fn) -> PanopticResult:
-        segments = []
-        for i in range(dec.num_segments):
-            cid = int(dec.segment_category_ids[i])
-            segments.append(
-                Segment(
-                    id=int(dec.segment_ids[i]),
-                    category_id=cid,
-                    name=self._names[cid] if 0 <= cid < len(self._names) else f"class_{cid}",
-                    isthing=bool(self._thing_table[cid]) if 0 <= cid < len(self._thing_table) else False,
-                    score=float(dec.segment_scores[i]),
-                    area=int(dec.segment_areas[i]),
-                    bbox=tuple(int(v) for v in dec.segment_bboxes[i]),  # type: ignore[arg-type]
-                    instance_id=int(dec.segment_instance_ids[i]),
-                )
+        names, things = self._names, self._thing_table
+        segments = [
+            Segment(
+                id=sid,
+                category_id=cid,
+                name=names[cid] if 0 <= cid < len(names) else f"class_{cid}",
+                isthing=bool(things[cid]) if 0 <= cid < len(things) else False,
+                score=score,
+                area=area,
+                bbox=tuple(box),  # type: ignore[arg-type]
+                instance_id=iid,
             )
+            for sid, cid, score, area, box, iid in zip(
+                dec.segment_ids.tolist(),
+                dec.segment_category_ids.tolist(),
+                dec.segment_scores.tolist(),
+                dec.segment_areas.tolist(),
+                dec.segment_bboxes.tolist(),
+                dec.segment_instance_ids.tolist(),
+                strict=True,
+            )
+        ]
         return PanopticResult(
             category_mask=dec.category_mask,
             instance_mask=dec.instance_mask,
