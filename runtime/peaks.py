@@ -95,24 +95,23 @@ _OFFSETS = np.array(_EARLIER + _LATER, dtype=np.int64)  # [8, 2] (dy, dx); the f
 
 
 @lru_cache(maxsize=32)
-def _neighbour_table(h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+def _neighbour_table(h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat offsets ``[8]`` int64 of the 3x3 neighbours (order of ``_OFFSETS``) in an ``[h, w, c]`` array,
-    and ``inside [h * w, 8]`` bool: whether each neighbour of each pixel lies in the image."""
-    y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
-    ny = y[:, None] + _OFFSETS[:, 0]
-    nx = x[:, None] + _OFFSETS[:, 1]
-    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    and per row ``[h, 8]`` / per column ``[w, 8]`` bool whether the neighbour's row / column is in the image."""
+    row_ok = (np.arange(h)[:, None] + _OFFSETS[:, 0] >= 0) & (np.arange(h)[:, None] + _OFFSETS[:, 0] < h)
+    col_ok = (np.arange(w)[:, None] + _OFFSETS[:, 1] >= 0) & (np.arange(w)[:, None] + _OFFSETS[:, 1] < w)
     offsets = (_OFFSETS[:, 0] * w + _OFFSETS[:, 1]) * c
-    for a in (inside, offsets):
+    for a in (offsets, row_ok, col_ok):
         a.flags.writeable = False
-    return offsets, inside
+    return offsets, row_ok, col_ok
 
 
 def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
     ``_OFFSETS``) and whether each lies inside the image ``[n, 8]`` (outside: the index is ``idx`` itself)."""
-    offsets, table = _neighbour_table(h, w, c)
-    inside = table[idx // c]
+    offsets, row_ok, col_ok = _neighbour_table(h, w, c)
+    y, x = np.divmod(idx // c, w)
+    inside = row_ok[y] & col_ok[x]
     col = idx[:, None]
     return np.where(inside, col + offsets, col), inside
 
@@ -186,7 +185,8 @@ def find_proposals(
     flat = np.ascontiguousarray(heatmap).reshape(-1)
     n = flat.size
     k = int(num_proposals)
-    t_floor = _floor_cut(float(object_mask_threshold), flat.dtype.str, quant)
+    key = None if quant is None else (float(quant[0]), float(quant[1]))
+    t_floor = _floor_cut(float(object_mask_threshold), flat.dtype.str, key)
     if k < 1:
         raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
     if n <= _DENSE_PEAKS:

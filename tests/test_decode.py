@@ -457,6 +457,17 @@ def test_peaks_large_heatmap_match_reference(quantised):
     assert len(got) == 100
 
 
+@pytest.mark.parametrize("as_type", [tuple, list, np.array])
+def test_peaks_quant_given_as_any_pair(as_type):
+    """The quantisation may be any (scale, zero_point) pair: tuple, list or array (numpy scalars too)."""
+    heat = np.clip(np.random.default_rng(3).normal(-20, 30, (8, 8, 3)).round(), -128, 127).astype(np.int8)
+    want = find_proposals(heat, 10, 0.01, (0.1, 0.0))
+    got = find_proposals(heat, 10, 0.01, as_type([np.float32(0.1), np.int64(0)]))
+    assert len(want) > 0
+    np.testing.assert_array_equal(got.flat_index, want.flat_index)
+    np.testing.assert_array_equal(got.scores, want.scores)
+
+
 # --------------------------------------------------------------------------------------------------------
 # quantised inputs
 
