@@ -123,3 +123,32 @@ def test_stream(benchmark, models, video, pipeline, mask_resolution):
         seg.close()
     assert n == STREAM_FRAMES
     benchmark.extra_info.update(model=models[0].name, frames=n, pipeline=pipeline)
+
+
+@pytest.mark.parametrize("mask_resolution", ["full", "grid"])
+@pytest.mark.parametrize("cache", ["after_inference", "repeated"])
+def test_decode_cache(benchmark, models, image, cache, mask_resolution):
+    """The decoding half of ``segment`` alone, timed either right after an inference (as in every real
+    frame: the interpreter has just evicted the caches) or repeated on one frame's outputs (warm caches).
+    Compare the two ``cache`` rows of a group: their ratio is what the cache costs the NumPy decoder."""
+    from maskconver.runtime.segmenter import Segmenter
+
+    seg = Segmenter(
+        models[0],
+        num_threads=int(os.environ.get("MASKCONVER_BENCH_THREADS", "2")),
+        mask_resolution=mask_resolution,
+    )
+    seg.warmup(2)
+    mode, masks = seg._modes(None, None)
+    started = seg._start(image)
+    benchmark.group = f"decode cache {models[0].name} {mask_resolution}"
+
+    def setup():
+        return ((seg._start(image) if cache == "after_inference" else started),), {}
+
+    try:
+        result = benchmark.pedantic(lambda s: seg._finish(s, mode, masks), setup=setup, rounds=40)
+    finally:
+        seg.close()
+    assert result.category_mask.shape == image.shape[:2]
+    benchmark.extra_info.update(model=models[0].name, cache=cache, segments=len(result.segments))
