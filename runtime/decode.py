@@ -300,15 +300,19 @@ def mask_embeddings(
 
     ``mlp(center * class_embeddings[max(classes, 0)])`` with MLP = Dense -> LayerNorm -> ReLU -> Dense.
     """
-    x = center.astype(np.float32) * mask_head["class_embeddings"][np.maximum(classes, 0)]
-    x = x @ mask_head["mlp_dense0_kernel"] + mask_head["mlp_dense0_bias"]
-    mean = _row_mean(x)
-    x -= mean
+    x = center.astype(np.float32, copy=False) * mask_head["class_embeddings"][np.maximum(classes, 0)]
+    x = x @ mask_head["mlp_dense0_kernel"]
+    x += mask_head["mlp_dense0_bias"]
+    x -= _row_mean(x)
     var = _row_mean(np.square(x))
-    x /= np.sqrt(var + np.float32(LAYER_NORM_EPSILON))
-    x = x * mask_head["mlp_norm_gamma"] + mask_head["mlp_norm_beta"]
-    x = np.maximum(x, np.float32(0.0))
-    return (x @ mask_head["mlp_dense1_kernel"] + mask_head["mlp_dense1_bias"]).astype(np.float32)
+    var += np.float32(LAYER_NORM_EPSILON)
+    x /= np.sqrt(var, out=var)
+    x *= mask_head["mlp_norm_gamma"]
+    x += mask_head["mlp_norm_beta"]
+    np.maximum(x, np.float32(0.0), out=x)
+    out = x @ mask_head["mlp_dense1_kernel"]
+    out += mask_head["mlp_dense1_bias"]
+    return out
 
 
 def mask_logits(
@@ -338,38 +342,56 @@ def mask_logits(
 def _segments(
     classes: np.ndarray, scores: np.ndarray, merge: MergeResult, is_thing: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Group kept proposals into segments; returns segment arrays and category / instance lookup tables."""
+    """Group kept proposals into segments; returns segment arrays and category / instance lookup tables.
+
+    ``classes [K]`` int32, ``scores [K]`` float32 (best first); a segment is a distinct ``(category,
+    instance)`` pair: each kept thing proposal is one, kept stuff proposals of one category share one."""
     k = classes.shape[0]
-    cat_lut = np.where(merge.kept, classes, 0).astype(np.int32)
-    thing = is_thing[cat_lut] & merge.kept
-    inst_lut = np.where(thing, np.arange(1, k + 1), 0).astype(np.int32)
+    kept = merge.kept
+    cat_lut = np.where(kept, classes, 0).astype(np.int32, copy=False)
+    thing = is_thing[cat_lut] & kept
+    inst_lut = np.where(thing, np.arange(1, k + 1, dtype=np.int32), np.int32(0))
     # kept proposals, best first; a kept proposal of the void class 0 paints void pixels and is no segment
-    kq = np.flatnonzero(merge.kept & (classes != 0))
-    key = cat_lut[kq].astype(np.int64) * (k + 1) + inst_lut[kq]
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first)  # segments ordered by their best proposal
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    seg_of = rank[inverse.reshape(-1)]  # segment (0-based) of each kept proposal
-    head = kq[first[order]]
-    n = order.size
+    kq = np.flatnonzero(kept & (classes != 0))
+    # segment of each kept proposal, numbered in order of first (best) appearance (at most K: a dict is
+    # cheaper than array sorting at this size)
+    keys = (cat_lut[kq].astype(np.int64) * (k + 1) + inst_lut[kq]).tolist()
+    ids: dict[int, int] = {}
+    heads: list[int] = []
+    seg_list = []
+    for j, key in enumerate(keys):
+        sid = ids.get(key)
+        if sid is None:
+            sid = ids[key] = len(heads)
+            heads.append(j)
+        seg_list.append(sid)
+    seg_of = np.array(seg_list, dtype=np.intp)
+    head = kq[np.array(heads, dtype=np.intp)]
+    n = len(heads)
     proposal_segment = np.zeros(k, dtype=np.int32)
     proposal_segment[kq] = seg_of + 1
-    seg_scores = np.full(n, -np.inf, dtype=np.float32)
-    np.maximum.at(seg_scores, seg_of, scores[kq])
-    box = merge.bbox[kq]
-    bboxes = np.empty((n, 4), dtype=np.int64)
-    bboxes[:, :2] = np.iinfo(np.int64).max
-    bboxes[:, 2:] = np.iinfo(np.int64).min
-    np.minimum.at(bboxes[:, :2], seg_of, box[:, :2])
-    np.maximum.at(bboxes[:, 2:], seg_of, box[:, 2:])
+    if n == kq.size:  # every segment one proposal (no two kept stuff proposals of one category)
+        seg_scores = scores[kq].astype(np.float32)
+        bboxes = merge.bbox[kq].astype(np.int32)
+        areas = merge.mask_area[kq].astype(np.int64)
+    else:
+        seg_scores = np.full(n, -np.inf, dtype=np.float32)
+        np.maximum.at(seg_scores, seg_of, scores[kq])
+        box = merge.bbox[kq]
+        wide = np.empty((n, 4), dtype=np.int64)
+        wide[:, :2] = np.iinfo(np.int64).max
+        wide[:, 2:] = np.iinfo(np.int64).min
+        np.minimum.at(wide[:, :2], seg_of, box[:, :2])
+        np.maximum.at(wide[:, 2:], seg_of, box[:, 2:])
+        bboxes = wide.astype(np.int32)
+        areas = np.bincount(seg_of, weights=merge.mask_area[kq], minlength=n).astype(np.int64)
     seg = {
         "segment_ids": np.arange(1, n + 1, dtype=np.int32),
         "segment_category_ids": cat_lut[head],
         "segment_instance_ids": inst_lut[head],
         "segment_scores": seg_scores,
-        "segment_areas": np.bincount(seg_of, weights=merge.mask_area[kq], minlength=n).astype(np.int64),
-        "segment_bboxes": bboxes.astype(np.int32),
+        "segment_areas": areas,
+        "segment_bboxes": bboxes,
         "proposal_segment": proposal_segment,
     }
     return seg, cat_lut, inst_lut
