@@ -312,7 +312,7 @@ def mask_embeddings(
     np.maximum(x, np.float32(0.0), out=x)
     out = x @ mask_head["mlp_dense1_kernel"]
     out += mask_head["mlp_dense1_bias"]
-    return out
+    return out.astype(np.float32, copy=False)  # float32 also for a float64 mask head given directly
 
 
 def mask_logits(

@@ -457,6 +457,27 @@ def test_peaks_large_heatmap_match_reference(quantised):
     assert len(got) == 100
 
 
+def test_mask_embeddings_float32_for_any_head_dtype():
+    rng = np.random.default_rng(5)
+    d = 8
+    head = {
+        "class_embeddings": rng.normal(size=(3, d)),
+        "mlp_dense0_kernel": rng.normal(size=(d, d)),
+        "mlp_dense0_bias": rng.normal(size=d),
+        "mlp_norm_gamma": np.ones(d),
+        "mlp_norm_beta": np.zeros(d),
+        "mlp_dense1_kernel": rng.normal(size=(d, d)),
+        "mlp_dense1_bias": rng.normal(size=d),
+    }
+    center = rng.normal(size=(4, d)).astype(np.float32)
+    emb64 = mask_embeddings(center, np.array([0, 1, 2, 1]), head)
+    emb32 = mask_embeddings(
+        center, np.array([0, 1, 2, 1]), {k: v.astype(np.float32) for k, v in head.items()}
+    )
+    assert emb64.dtype == np.float32 and emb32.dtype == np.float32
+    np.testing.assert_allclose(emb64, emb32, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("as_type", [tuple, list, np.array])
 def test_peaks_quant_given_as_any_pair(as_type):
     """The quantisation may be any (scale, zero_point) pair: tuple, list or array (numpy scalars too)."""
