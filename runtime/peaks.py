@@ -106,6 +106,28 @@ def _neighbour_table(h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray, np
     return offsets, row_ok, col_ok
 
 
+_TABLE_PIXELS = 1 << 16  # heatmaps with at most this many pixels get per-pixel tables (<= 4 MiB each)
+
+
+@lru_cache(maxsize=8)
+def _pixel_neighbours(h: int, w: int, c: int) -> np.ndarray:
+    """Flat offsets ``[h*w, 8]`` int64 of the 3x3 neighbours (order of ``_OFFSETS``) of each pixel in an
+    ``[h, w, c]`` array; 0 (the location itself) where the neighbour lies outside the image."""
+    offsets, row_ok, col_ok = _neighbour_table(h, w, c)
+    inside = row_ok[:, None, :] & col_ok[None, :, :]  # [h, w, 8]
+    table = np.where(inside, offsets, 0).reshape(h * w, 8)
+    table.flags.writeable = False
+    return table
+
+
+@lru_cache(maxsize=8)
+def _pixel_yx(h: int, w: int) -> np.ndarray:
+    """``[h*w, 2]`` int32 ``(y, x)`` of each flat pixel index."""
+    yx = np.stack(np.divmod(np.arange(h * w), w), axis=1).astype(np.int32)
+    yx.flags.writeable = False
+    return yx
+
+
 def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
     ``_OFFSETS``) and whether each lies inside the image ``[n, 8]`` (outside: the index is ``idx`` itself)."""
@@ -122,19 +144,39 @@ def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np
     return (flat[nb] <= flat[idx][:, None]).all(axis=1)
 
 
+_ALL8 = np.uint64(0x0101010101010101)  # 8 True bytes read as one uint64
+
+
 def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
-    """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool."""
-    nb, inside = _neighbours(idx, h, w, c)
+    """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool [n].
+
+    Fastest when ``idx`` is ascending and holds every index whose value is ``>=`` its smallest value (as
+    ``flatnonzero(flat >= cut)``): a tied neighbour is then a candidate itself, and its window-max test is
+    looked up instead of redone. Any other distinct indices give the same answer through the slower test.
+    """
+    if h * w <= _TABLE_PIXELS:
+        nb = _pixel_neighbours(h, w, c)[idx // c]  # [n, 8] offsets, 0 outside the image
+        nb += idx[:, None]
+    else:
+        nb, _ = _neighbours(idx, h, w, c)  # [n, 8], the candidate itself outside the image
     vals = flat[nb]  # [n, 8]
     v = flat[idx][:, None]
-    keep = (vals <= v).all(axis=1)
+    # all 8 ``<=`` at once: the [n, 8] bool rows read as uint64 (outside neighbours are the candidate itself)
+    keep = np.less_equal(vals, v).view(np.uint64).reshape(-1) == _ALL8
     # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak
-    # (outside neighbours hold the candidate's own index, hence its value: masked by ``inside``)
-    tie = (vals[:, :4] == v) & inside[:, :4]
+    tie = np.equal(vals[:, :4], v)
     tie &= keep[:, None]
     rows, cols = np.nonzero(tie)
     if rows.size:
-        other_max = _window_max(flat, nb[rows, cols], h, w, c)
+        other = nb[rows, cols]
+        pos = np.searchsorted(idx, other)
+        np.minimum(pos, idx.shape[0] - 1, out=pos)
+        found = idx[pos] == other
+        # outside neighbours hold the candidate's own index (pos == row): not a tie
+        other_max = keep[pos] & (pos != rows)
+        if not found.all():  # a neighbour that is not a candidate: test it directly
+            miss = ~found
+            other_max[miss] = _window_max(flat, other[miss], h, w, c) & (other[miss] != idx[rows[miss]])
         keep[rows[other_max]] = False
     return keep
 
@@ -191,7 +233,7 @@ def find_proposals(
         raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
     if n <= _DENSE_PEAKS:
         idx = _dense_peaks(heatmap, t_floor)
-        return _ranked(idx, flat[idx], k, c, w, object_mask_threshold, quant)
+        return _ranked(idx, flat[idx], k, (h, w, c), object_mask_threshold, quant)
     # Adaptive candidate cut: aim for ~8K candidates from a strided sample; widen until K peaks are found.
     stride = max(1, n // 16384)
     sample = flat[::stride]
@@ -209,23 +251,49 @@ def find_proposals(
             break
         want *= 4
     idx = idx[is_peak]
-    return _ranked(idx, flat[idx], k, c, w, object_mask_threshold, quant)
+    return _ranked(idx, flat[idx], k, (h, w, c), object_mask_threshold, quant)
 
 
-def _ranked(idx: np.ndarray, vals: np.ndarray, k: int, c: int, w: int, threshold: float, quant) -> Proposals:
-    """Top ``k`` of the peaks ``idx [n]`` (ascending flat indices) with values ``vals [n]``, valid only."""
-    # idx ascending, stable sort on descending value -> ties to the lower flat index (TF top_k).
-    order = np.argsort(-vals.astype(np.float64), kind="stable")[:k]
-    idx = idx[order]
-    logits = vals[order].astype(np.float32) if quant is None else dequantize(vals[order], quant)
+@lru_cache(maxsize=16)
+def _code_tables(dtype: str, quant: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and scores ``[256]`` float32 of every code of a one-byte integer dtype, indexed by the code
+    (negative int8 codes wrap around): :func:`dequantize` and :func:`sigmoid32` of all codes at once, so
+    a lookup gives the very floats those functions give."""
+    codes = np.arange(256, dtype=np.uint8).view(np.dtype(dtype))
+    logits = dequantize(codes, quant)
     scores = sigmoid32(logits)
+    logits.flags.writeable = False
+    scores.flags.writeable = False
+    return logits, scores
+
+
+def _ranked(
+    idx: np.ndarray, vals: np.ndarray, k: int, shape: tuple[int, int, int], threshold: float, quant
+) -> Proposals:
+    """Top ``k`` of the peaks ``idx [n]`` (ascending flat indices into a heatmap of ``shape`` ``(h, w, C)``)
+    with values ``vals [n]``, valid only."""
+    # idx ascending, stable sort on a strictly decreasing key (``~q`` for codes: no overflow) -> value
+    # descending, ties to the lower flat index (TF top_k).
+    key = np.invert(vals) if vals.dtype.kind in "iub" else np.negative(vals)
+    order = np.argsort(key, kind="stable")[:k]
+    idx = idx[order]
+    top = vals[order]
+    if quant is not None and vals.dtype.kind in "iu" and vals.dtype.itemsize == 1 and float(quant[0]) > 0:
+        logit_table, score_table = _code_tables(vals.dtype.str, (float(quant[0]), float(quant[1])))
+        logits, scores = logit_table[top], score_table[top]
+    else:
+        logits = top.astype(np.float32) if quant is None else dequantize(top, quant)
+        scores = sigmoid32(logits)
     valid = scores > np.float32(threshold)
     if not valid.all():
         idx, logits, scores = idx[valid], logits[valid], scores[valid]
-    n = idx.shape[0]
+    h, w, c = shape
     pix, classes = np.divmod(idx, c)
-    yx = np.empty((n, 2), dtype=np.int32)
-    np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")
+    if h * w <= _TABLE_PIXELS:
+        yx = _pixel_yx(h, w)[pix]
+    else:
+        yx = np.empty((pix.shape[0], 2), dtype=np.int32)
+        np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")
     return Proposals(
         classes=classes.astype(np.int32),
         scores=scores,
