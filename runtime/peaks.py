@@ -186,28 +186,27 @@ _DENSE_PEAKS = 1 << 16  # heatmaps with at most this many values get the whole-a
 
 def _dense_peaks(heat: np.ndarray, cut) -> np.ndarray:
     """Flat indices (ascending) of the peaks of ``heat [h, w, C]`` with value ``>= cut``: the same rule as
-    :func:`_peaks`, with whole-array shifts of a padded copy (padding below every value: -inf for floats,
-    an int16 copy padded with -32768 for codes, so it never beats, ties or wins)."""
-    h, w, c = heat.shape
-    if np.issubdtype(heat.dtype, np.floating):
-        pad = np.full((h + 2, w + 2, c), -np.inf, dtype=heat.dtype)
-    else:
-        pad = np.full((h + 2, w + 2, c), np.iinfo(np.int16).min, dtype=np.int16)
-    pad[1:-1, 1:-1] = heat
-    v = pad[1:-1, 1:-1]
-    top = np.maximum(pad[:-2, :-2], pad[:-2, 1:-1])
-    np.maximum(top, pad[:-2, 2:], out=top)
-    np.maximum(top, pad[1:-1, :-2], out=top)
-    bot = np.maximum(pad[2:, :-2], pad[2:, 1:-1])
-    np.maximum(bot, pad[2:, 2:], out=bot)
-    np.maximum(bot, pad[1:-1, 2:], out=bot)
-    np.maximum(top, bot, out=top)
-    is_max = np.zeros((h + 2, w + 2, c), dtype=bool)
-    peak = np.greater_equal(v, top, out=is_max[1:-1, 1:-1])
-    peak = peak & (v >= cut)
-    for dy, dx in _EARLIER:  # drop a peak tied with an earlier window maximum
-        ys, xs = slice(1 + dy, 1 + dy + h), slice(1 + dx, 1 + dx + w)
-        peak &= ~(is_max[ys, xs] & (pad[ys, xs] == v))
+    :func:`_peaks`, with whole-array shifts.
+
+    The window max is separable (3 along x, then 3 along y; the window holds the location itself, which
+    changes nothing). Two in-image neighbours that are both window maxima hold equal values (each is
+    ``>=`` the other), so the plateau tie-break needs no value test: a window maximum is dropped when an
+    earlier neighbour (up-left, up, up-right, left) is a window maximum too.
+    """
+    hm = heat.copy()  # [h, w, C] max over x-1..x+1
+    np.maximum(hm[:, 1:], heat[:, :-1], out=hm[:, 1:])
+    np.maximum(hm[:, :-1], heat[:, 1:], out=hm[:, :-1])
+    vm = hm.copy()  # [h, w, C] max over the 3x3 window
+    np.maximum(vm[1:], hm[:-1], out=vm[1:])
+    np.maximum(vm[:-1], hm[1:], out=vm[:-1])
+    is_max = np.greater_equal(heat, vm)
+    row = is_max.copy()  # [h, w, C] a window maximum at x-1..x+1
+    np.logical_or(row[:, 1:], is_max[:, :-1], out=row[:, 1:])
+    np.logical_or(row[:, :-1], is_max[:, 1:], out=row[:, :-1])
+    peak = np.greater_equal(heat, cut)
+    peak &= is_max
+    np.greater(peak[1:], row[:-1], out=peak[1:])  # peak and not (up-left, up or up-right)
+    np.greater(peak[:, 1:], is_max[:, :-1], out=peak[:, 1:])  # peak and not left
     return np.flatnonzero(peak)
 
 
