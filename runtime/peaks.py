@@ -147,12 +147,14 @@ def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np
 _ALL8 = np.uint64(0x0101010101010101)  # 8 True bytes read as one uint64
 
 
-def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
-    """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool [n].
+def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int, complete: bool = False) -> np.ndarray:
+    """Peak test (with the raster-order plateau tie-break) for distinct candidate indices ``idx`` int64 [n]
+    -> bool [n].
 
-    Fastest when ``idx`` is ascending and holds every index whose value is ``>=`` its smallest value (as
-    ``flatnonzero(flat >= cut)``): a tied neighbour is then a candidate itself, and its window-max test is
-    looked up instead of redone. Any other distinct indices give the same answer through the slower test.
+    ``complete=True`` promises that ``idx`` is ascending and holds every index whose value is ``>=`` its
+    smallest value (as ``flatnonzero(flat >= cut)``): a tied earlier neighbour is then a candidate itself,
+    and its window-max test is looked up by ``searchsorted``. Otherwise each lookup is checked, and a
+    neighbour that is not a candidate is tested directly.
     """
     if h * w <= _TABLE_PIXELS:
         nb = _pixel_neighbours(h, w, c)[idx // c]  # [n, 8] offsets, 0 outside the image
@@ -170,13 +172,14 @@ def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndar
     if rows.size:
         other = nb[rows, cols]
         pos = np.searchsorted(idx, other)
-        np.minimum(pos, idx.shape[0] - 1, out=pos)
-        found = idx[pos] == other
+        if not complete:
+            np.minimum(pos, idx.shape[0] - 1, out=pos)
         # outside neighbours hold the candidate's own index (pos == row): not a tie
         other_max = keep[pos] & (pos != rows)
-        if not found.all():  # a neighbour that is not a candidate: test it directly
-            miss = ~found
-            other_max[miss] = _window_max(flat, other[miss], h, w, c) & (other[miss] != idx[rows[miss]])
+        if not complete:
+            miss = idx[pos] != other
+            if miss.any():  # a neighbour that is not a candidate: test it directly
+                other_max[miss] = _window_max(flat, other[miss], h, w, c) & (other[miss] != idx[rows[miss]])
         keep[rows[other_max]] = False
     return keep
 
@@ -245,8 +248,8 @@ def find_proposals(
             part = np.partition(sample, sample.size - rank)[sample.size - rank]
             cut = max(part, t_floor) if quant is None else max(int(part), t_floor)
         idx = np.flatnonzero(flat >= cut)
-        is_peak = _peaks(flat, idx, h, w, c)
-        if cut == t_floor or int(is_peak.sum()) >= k:
+        is_peak = _peaks(flat, idx, h, w, c, complete=True)
+        if cut == t_floor or np.count_nonzero(is_peak) >= k:
             break
         want *= 4
     idx = idx[is_peak]
