@@ -371,7 +371,7 @@ def _segments(
     proposal_segment = np.zeros(k, dtype=np.int32)
     proposal_segment[kq] = seg_of + 1
     if n == kq.size:  # every segment one proposal (no two kept stuff proposals of one category)
-        seg_scores = scores[kq].astype(np.float32)
+        seg_scores = scores[kq].astype(np.float32, copy=False)
         bboxes = merge.bbox[kq].astype(np.int32)
         areas = merge.mask_area[kq].astype(np.int64)
     else:

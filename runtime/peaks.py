@@ -128,39 +128,30 @@ def _pixel_yx(h: int, w: int) -> np.ndarray:
     return yx
 
 
-def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
-    ``_OFFSETS``) and whether each lies inside the image ``[n, 8]`` (outside: the index is ``idx`` itself)."""
+    ``_OFFSETS``); a neighbour outside the image is ``idx`` itself."""
+    if h * w <= _TABLE_PIXELS:
+        nb = _pixel_neighbours(h, w, c)[idx // c]
+        nb += idx[:, None]
+        return nb
     offsets, row_ok, col_ok = _neighbour_table(h, w, c)
     y, x = np.divmod(idx // c, w)
-    inside = row_ok[y] & col_ok[x]
     col = idx[:, None]
-    return np.where(inside, col + offsets, col), inside
-
-
-def _window_max(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
-    """Whether ``flat[idx]`` is ``>=`` all its in-image 3x3 neighbours of the same class. ``idx`` int64 [n]."""
-    nb, _ = _neighbours(idx, h, w, c)
-    return (flat[nb] <= flat[idx][:, None]).all(axis=1)
+    return np.where(row_ok[y] & col_ok[x], col + offsets, col)
 
 
 _ALL8 = np.uint64(0x0101010101010101)  # 8 True bytes read as one uint64
 
 
-def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int, complete: bool = False) -> np.ndarray:
-    """Peak test (with the raster-order plateau tie-break) for distinct candidate indices ``idx`` int64 [n]
-    -> bool [n].
+def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+    """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool [n].
 
-    ``complete=True`` promises that ``idx`` is ascending and holds every index whose value is ``>=`` its
-    smallest value (as ``flatnonzero(flat >= cut)``): a tied earlier neighbour is then a candidate itself,
-    and its window-max test is looked up by ``searchsorted``. Otherwise each lookup is checked, and a
-    neighbour that is not a candidate is tested directly.
+    ``idx`` must be ascending and hold every index whose value is ``>=`` its smallest value (as
+    ``flatnonzero(flat >= cut)``): a tied earlier neighbour is then a candidate itself, and its window-max
+    test is looked up by ``searchsorted``.
     """
-    if h * w <= _TABLE_PIXELS:
-        nb = _pixel_neighbours(h, w, c)[idx // c]  # [n, 8] offsets, 0 outside the image
-        nb += idx[:, None]
-    else:
-        nb, _ = _neighbours(idx, h, w, c)  # [n, 8], the candidate itself outside the image
+    nb = _neighbours(idx, h, w, c)  # [n, 8], the candidate itself outside the image
     vals = flat[nb]  # [n, 8]
     v = flat[idx][:, None]
     # all 8 ``<=`` at once: the [n, 8] bool rows read as uint64 (outside neighbours are the candidate itself)
@@ -170,17 +161,9 @@ def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int, complete: 
     tie &= keep[:, None]
     rows, cols = np.nonzero(tie)
     if rows.size:
-        other = nb[rows, cols]
-        pos = np.searchsorted(idx, other)
-        if not complete:
-            np.minimum(pos, idx.shape[0] - 1, out=pos)
+        pos = np.searchsorted(idx, nb[rows, cols])
         # outside neighbours hold the candidate's own index (pos == row): not a tie
-        other_max = keep[pos] & (pos != rows)
-        if not complete:
-            miss = idx[pos] != other
-            if miss.any():  # a neighbour that is not a candidate: test it directly
-                other_max[miss] = _window_max(flat, other[miss], h, w, c) & (other[miss] != idx[rows[miss]])
-        keep[rows[other_max]] = False
+        keep[rows[keep[pos] & (pos != rows)]] = False
     return keep
 
 
@@ -249,7 +232,7 @@ def find_proposals(
             part = np.partition(sample, sample.size - rank)[sample.size - rank]
             cut = max(part, t_floor) if quant is None else max(int(part), t_floor)
         idx = np.flatnonzero(flat >= cut)
-        is_peak = _peaks(flat, idx, h, w, c, complete=True)
+        is_peak = _peaks(flat, idx, h, w, c)
         if cut == t_floor or np.count_nonzero(is_peak) >= k:
             break
         want *= 4
