@@ -53,8 +53,10 @@ canvas in output pixels) / (canvas area).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import math
+import operator
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -143,19 +145,29 @@ def _openblas_set_local():
     return None
 
 
-@contextmanager
-def blas_threads(n: int | None) -> Iterator[None]:
+class _BlasThreads:
+    """The context manager of :func:`blas_threads` (a plain class: entered once per decode, it costs less
+    than a generator-based one)."""
+
+    __slots__ = ("_fn", "_n", "_old")
+
+    def __init__(self, n: int | None):
+        self._fn = _openblas_set_local() if n is not None else None
+        self._n = n
+
+    def __enter__(self) -> None:
+        if self._fn is not None:
+            self._old = self._fn(int(self._n))  # type: ignore[arg-type]
+
+    def __exit__(self, *exc) -> None:
+        if self._fn is not None:
+            self._fn(self._old)
+
+
+def blas_threads(n: int | None) -> AbstractContextManager[None]:
     """Run the block with ``n`` BLAS threads in the calling thread only (NumPy's bundled OpenBLAS; a no-op
     for other BLAS builds or ``n=None``); the previous count is restored afterwards."""
-    fn = _openblas_set_local() if n is not None else None
-    if fn is None:
-        yield
-        return
-    old = fn(int(n))
-    try:
-        yield
-    finally:
-        fn(old)
+    return _BlasThreads(n)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,7 +186,7 @@ def _unbatch(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _check_quant(x: np.ndarray, quant, name: str, arg: str) -> tuple[float, float] | None:
-    if np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind == "f":  # np.issubdtype(x.dtype, np.floating), without its per-call cost
         if quant is not None:
             raise ValueError(
                 f"{name} is {x.dtype} but {arg} was given; pass the int8/uint8 codes or drop {arg}"
@@ -185,7 +197,7 @@ def _check_quant(x: np.ndarray, quant, name: str, arg: str) -> tuple[float, floa
     if quant is None:
         raise ValueError(f"{name} is {x.dtype}: pass its (scale, zero_point) as {arg}")
     scale, zero_point = float(quant[0]), float(quant[1])
-    if not np.isfinite(scale) or scale <= 0:
+    if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"{arg}: the scale must be a positive number, got {quant[0]!r}")
     return scale, zero_point
 
@@ -194,7 +206,7 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     """Raise ValueError if the float array ``x`` (any shape) holds NaN or +-inf (integer codes always pass).
 
     Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
-    if not np.issubdtype(x.dtype, np.floating) or np.isfinite(x).all():
+    if x.dtype.kind != "f" or np.isfinite(x).all():
         return
     bad = ~np.isfinite(x)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -206,6 +218,7 @@ def _check_finite(x: np.ndarray, name: str) -> None:
 
 
 _MASK_HEADS: dict[tuple, tuple[tuple, dict[str, np.ndarray]]] = {}
+_HEAD_ARRAYS = operator.itemgetter(*MASK_HEAD_KEYS)
 
 
 def _checked_mask_head(
@@ -214,10 +227,17 @@ def _checked_mask_head(
     """:func:`_check_mask_head`, remembered for the same array objects (a Segmenter passes the same
     mask head every frame; the cache holds references, so the ids stay unique). Arrays changed in place
     after a first decode are not checked again."""
-    arrays = tuple(mask_head.get(k) for k in MASK_HEAD_KEYS) if isinstance(mask_head, Mapping) else ()
-    key = (tuple(id(a) for a in arrays), num_classes, dim)
+    arrays = None
+    if type(mask_head) is dict:
+        try:  # the same tuple as the .get() below, in one call
+            arrays = _HEAD_ARRAYS(mask_head)
+        except KeyError:
+            pass
+    if arrays is None:
+        arrays = tuple(mask_head.get(k) for k in MASK_HEAD_KEYS) if isinstance(mask_head, Mapping) else ()
+    key = (tuple(map(id, arrays)), num_classes, dim)
     hit = _MASK_HEADS.get(key)
-    if hit is not None and all(x is y for x, y in zip(hit[0], arrays, strict=True)):
+    if hit is not None and all(map(operator.is_, hit[0], arrays)):
         return hit[1]
     mh = _check_mask_head(mask_head, num_classes, dim)
     if len(_MASK_HEADS) >= 8:
@@ -348,50 +368,43 @@ def _segments(
     instance)`` pair: each kept thing proposal is one, kept stuff proposals of one category share one."""
     k = classes.shape[0]
     kept = merge.kept
-    cat_lut = np.where(kept, classes, 0).astype(np.int32, copy=False)
-    thing = is_thing[cat_lut] & kept
-    inst_lut = np.where(thing, np.arange(1, k + 1, dtype=np.int32), np.int32(0))
+    cat_lut = np.multiply(classes, kept, dtype=np.int32)  # the class where kept, else 0
+    thing = is_thing[cat_lut]
+    thing &= kept
+    inst_lut = np.multiply(thing, np.arange(1, k + 1, dtype=np.int32), dtype=np.int32)
     # kept proposals, best first; a kept proposal of the void class 0 paints void pixels and is no segment
-    kq = np.flatnonzero(kept & (classes != 0))
-    # segment of each kept proposal, numbered in order of first (best) appearance (at most K: a dict is
-    # cheaper than array sorting at this size)
-    keys = (cat_lut[kq].astype(np.int64) * (k + 1) + inst_lut[kq]).tolist()
-    ids: dict[int, int] = {}
-    heads: list[int] = []
-    seg_list = []
-    for j, key in enumerate(keys):
+    kq = np.flatnonzero(cat_lut)
+    # Segments in order of first (best) appearance, grouped with a dict in plain Python: at most K kept
+    # proposals, and only stuff proposals of one category ever share a segment. A joining proposal widens
+    # the box (min / max), adds its area (exact integers) and keeps the higher score.
+    cats, insts = cat_lut[kq].tolist(), inst_lut[kq].tolist()
+    boxes, areas, best = merge.bbox[kq].tolist(), merge.mask_area[kq].tolist(), scores[kq].tolist()
+    ids: dict[tuple[int, int], int] = {}
+    heads: list[int] = []  # per segment: its first proposal (index into kq)
+    seg_of: list[int] = []  # per kept proposal: segment id (1..N)
+    for j, key in enumerate(zip(cats, insts, strict=True)):
         sid = ids.get(key)
         if sid is None:
             sid = ids[key] = len(heads)
             heads.append(j)
-        seg_list.append(sid)
-    seg_of = np.array(seg_list, dtype=np.intp)
-    head = kq[np.array(heads, dtype=np.intp)]
+        else:
+            h = heads[sid]
+            box, add = boxes[h], boxes[j]
+            boxes[h] = [min(box[0], add[0]), min(box[1], add[1]), max(box[2], add[2]), max(box[3], add[3])]
+            areas[h] += areas[j]
+            if best[j] > best[h]:
+                best[h] = best[j]
+        seg_of.append(sid + 1)
     n = len(heads)
     proposal_segment = np.zeros(k, dtype=np.int32)
-    proposal_segment[kq] = seg_of + 1
-    if n == kq.size:  # every segment one proposal (no two kept stuff proposals of one category)
-        seg_scores = scores[kq].astype(np.float32, copy=False)
-        bboxes = merge.bbox[kq].astype(np.int32)
-        areas = merge.mask_area[kq].astype(np.int64)
-    else:
-        seg_scores = np.full(n, -np.inf, dtype=np.float32)
-        np.maximum.at(seg_scores, seg_of, scores[kq])
-        box = merge.bbox[kq]
-        wide = np.empty((n, 4), dtype=np.int64)
-        wide[:, :2] = np.iinfo(np.int64).max
-        wide[:, 2:] = np.iinfo(np.int64).min
-        np.minimum.at(wide[:, :2], seg_of, box[:, :2])
-        np.maximum.at(wide[:, 2:], seg_of, box[:, 2:])
-        bboxes = wide.astype(np.int32)
-        areas = np.bincount(seg_of, weights=merge.mask_area[kq], minlength=n).astype(np.int64)
+    proposal_segment[kq] = seg_of
     seg = {
         "segment_ids": np.arange(1, n + 1, dtype=np.int32),
-        "segment_category_ids": cat_lut[head],
-        "segment_instance_ids": inst_lut[head],
-        "segment_scores": seg_scores,
-        "segment_areas": areas,
-        "segment_bboxes": bboxes,
+        "segment_category_ids": np.array([cats[j] for j in heads], dtype=np.int32),
+        "segment_instance_ids": np.array([insts[j] for j in heads], dtype=np.int32),
+        "segment_scores": np.array([best[j] for j in heads], dtype=np.float32),
+        "segment_areas": np.array([areas[j] for j in heads], dtype=np.int64),
+        "segment_bboxes": np.array([boxes[j] for j in heads], dtype=np.int32).reshape(n, 4),
         "proposal_segment": proposal_segment,
     }
     return seg, cat_lut, inst_lut
@@ -436,6 +449,19 @@ def grid_axes(
 ) -> tuple[GridAxis, GridAxis, int]:
     """Nearest-cell maps (y, x) of the output pixels for ``mask_resolution="grid"`` and the area of the
     canvas in output pixels."""
+    try:  # the same sizes every frame: remembered
+        return _grid_axes(tuple(feature_size), tuple(output_size), valid_size, tuple(input_size))
+    except TypeError:  # unhashable valid_size (a list, an array)
+        return _grid_axes.__wrapped__(feature_size, output_size, valid_size, input_size)
+
+
+@lru_cache(maxsize=64)
+def _grid_axes(
+    feature_size: tuple[int, int],
+    output_size: tuple[int, int],
+    valid_size: tuple[int, int] | None,
+    input_size: tuple[int, int],
+) -> tuple[GridAxis, GridAxis, int]:
     cy, cx = output_canvas(output_size, valid_size, input_size)
     gy = grid_axis(feature_size[0], cy, int(output_size[0]))
     gx = grid_axis(feature_size[1], cx, int(output_size[1]))
@@ -523,10 +549,13 @@ def decode_panoptic(
     else:
         py, px, canvas_area = output_plans((h, w), output_size, valid_size, input_size)
     small_area = float(small_area_threshold) * canvas_area / float(canvas_size[0] * canvas_size[1])
-    try:  # ids given as a tuple (or None): the table is cached
-        is_thing = _thing_table_of(thing_ids, c)  # type: ignore[arg-type]
-    except TypeError:  # unhashable (list, array)
-        is_thing = thing_table(thing_ids, c)
+    if isinstance(thing_ids, np.ndarray) and thing_ids.dtype == bool and thing_ids.shape == (c,):
+        is_thing = thing_ids  # a table (as a Segmenter passes): only read, so no copy
+    else:
+        try:  # ids given as a tuple (or None): the table is cached
+            is_thing = _thing_table_of(thing_ids, c)  # type: ignore[arg-type]
+        except TypeError:  # unhashable (list, array)
+            is_thing = thing_table(thing_ids, c)
 
     with blas_threads(BLAS_THREADS):
         props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)

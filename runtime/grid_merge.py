@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from maskconver.runtime.merge import MergeResult, _empty, _keep, bbox_from_winner, winner_dtype
+from maskconver.runtime.merge import MergeResult, _empty, _keep
 from maskconver.runtime.peaks import sigmoid32
 
 
@@ -98,15 +98,19 @@ def merge_grid(
         return _empty(gy.size, gx.size)
     weight, weight_row = _cell_weights(gy, gx)
     p = sigmoid32(logits).reshape(-1, k)  # [cells, K] (a new array: logits are left as they are)
-    # count(p > 0.5) in output pixels as one matrix product (exact, see _cell_weights)
-    positive = np.greater(p, np.float32(0.5)).astype(weight_row.dtype)
+    # count(p > 0.5) in output pixels as one matrix product (exact, see _cell_weights); the comparison
+    # writes its 0/1 straight into the product's dtype
+    positive = np.greater(p, np.float32(0.5), out=np.empty(p.shape, weight_row.dtype))
     p *= np.asarray(scores, dtype=np.float32)
-    win = p.argmax(axis=-1).astype(winner_dtype(k)).reshape(gy.n, gx.n)
+    # the cell winners stay intp: bincount and the lookups below take intp indices without a conversion,
+    # and painting gives the lut's dtype whatever the index dtype
+    win = p.argmax(axis=-1).reshape(gy.n, gx.n)
     mask_area = np.bincount(win.reshape(-1), weights=weight, minlength=k).astype(np.int64)
-    original_area = np.rint(weight_row @ positive).astype(np.int64)[0]
+    # every partial sum of the product is an integer below the exact range: no rounding to undo
+    original_area = (weight_row @ positive)[0].astype(np.int64)
     original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
     kept = _keep(mask_area, original_area, small_area, overlap)
-    bbox = _grid_bbox(win, k, gy, gx)
+    bbox = _grid_bbox(win, mask_area.shape[0], gy, gx)
 
     def paint(lut: np.ndarray) -> np.ndarray:
         # columns first (on the few grid rows), then whole rows: the full-size repeat copies rows
@@ -116,13 +120,44 @@ def merge_grid(
     return MergeResult(mask_area, original_area, kept, bbox, painter=paint)
 
 
+@lru_cache(maxsize=64)
+def _box_tables(gy: GridAxis, gx: GridAxis) -> tuple[np.ndarray, np.ndarray, int]:
+    """Constants of :func:`_grid_bbox` for one layout: scatter offsets ``[4, gy.n, gx.n]`` intp, the lookup
+    table ``[4 * span]`` int64 from presence-table positions to output pixels, and ``span``.
+
+    A proposal's presence table is ``[4, span]`` bool: channel 0 holds its cell columns at positions
+    ``1 + x``, channel 1 its cell rows at ``1 + y``, channels 2 / 3 the columns / rows reversed
+    (``gx.n - x``, ``gy.n - y``), so the first True of every channel is the box edge (x0, y0, x1, y1) in that
+    order. Position 0 is never set: a proposal that won nothing finds it, and the table maps it to 0.
+    """
+    ny, nx = gy.n, gx.n
+    span = max(ny, nx) + 1
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    pos = np.stack([1 + xx, 1 + yy, nx - xx, ny - yy]) + (np.arange(4) * span)[:, None, None]
+    offsets = pos.astype(np.intp)
+    table = np.zeros((4, span), dtype=np.int64)
+    table[0, 1 : nx + 1] = gx.start
+    table[1, 1 : ny + 1] = gy.start
+    table[2, 1 : nx + 1] = (gx.start + gx.count)[::-1]  # position nx - x: the exclusive end of column x
+    table[3, 1 : ny + 1] = (gy.start + gy.count)[::-1]
+    table = table.reshape(-1)
+    for a in (offsets, table):
+        a.flags.writeable = False
+    return offsets, table, span
+
+
+_CHANNELS = np.arange(4, dtype=np.intp)
+
+
 def _grid_bbox(win: np.ndarray, k: int, gy: GridAxis, gx: GridAxis) -> np.ndarray:
-    """``(x0, y0, x1, y1)`` int64 ``[k, 4]`` in output pixels of each proposal's cells in ``win [ny, nx]``
-    (zeros where nothing won): :func:`bbox_from_winner` on the grid, cells mapped to their pixel spans."""
-    cb = bbox_from_winner(win, k)  # cell units, exclusive ends
-    x1, y1 = cb[:, 2] - 1, cb[:, 3] - 1  # last cells (-1 where nothing won: masked below)
-    box = np.stack(
-        [gx.start[cb[:, 0]], gy.start[cb[:, 1]], gx.start[x1] + gx.count[x1], gy.start[y1] + gy.count[y1]], 1
-    )
-    box[cb[:, 2] == 0] = 0
-    return box.astype(np.int64)
+    """``(x0, y0, x1, y1)`` int64 ``[k, 4]`` in output pixels (exclusive ends) of each proposal's cells in
+    ``win [gy.n, gx.n]`` (integer winners ``0..k-1``; zeros where nothing won): :func:`bbox_from_winner` on
+    the grid, cells mapped to their pixel spans, from one presence table ``[k, 4, span]`` (see
+    :func:`_box_tables`) and one ``argmax``."""
+    offsets, table, span = _box_tables(gy, gx)
+    idx = np.multiply(win, 4 * span, dtype=np.intp)  # [ny, nx] start of the winner's presence table
+    present = np.zeros(k * 4 * span, dtype=bool)
+    present[offsets + idx] = True
+    edge = present.reshape(k * 4, span).argmax(axis=1).reshape(k, 4)  # first True per channel (0: none)
+    edge += _CHANNELS * span
+    return np.take(table, edge)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from maskconver.runtime.decode import decode_panoptic, grid_axes
-from maskconver.runtime.grid_merge import grid_axis, merge_grid
+from maskconver.runtime.grid_merge import _grid_bbox, grid_axis, merge_grid
 from maskconver.runtime.mask_resize import axis_plan
-from maskconver.runtime.merge import merge_dense
+from maskconver.runtime.merge import bbox_from_winner, merge_dense
 
 MG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "modelgarden"
 
@@ -35,6 +35,26 @@ def test_grid_axis_rejects_impossible_sizes():
 
 def _nearest_up(small: np.ndarray, gy, gx) -> np.ndarray:
     return np.repeat(np.repeat(small, gy.count, axis=0), gx.count, axis=1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grid_bbox_is_the_pixel_box_of_the_upsampled_winner_map(seed):
+    # the presence-table box against bbox_from_winner on the winner map repeated over each cell's pixels,
+    # with proposals that won nothing and more than 255 proposals (int32 winners)
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        ny, nx = (int(v) for v in rng.integers(1, 30, 2))
+        cy, cx = (int(v) for v in rng.integers(1, 700, 2))
+        gy = grid_axis(ny, cy, int(rng.integers(1, cy + 1)))
+        gx = grid_axis(nx, cx, int(rng.integers(1, cx + 1)))
+        k = int(rng.choice([1, 3, 50, 300]))
+        used = rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)  # the others win nothing
+        dtype = rng.choice([np.intp, np.int32, np.uint8 if k <= 255 else np.int32])
+        win = used[rng.integers(0, used.size, (gy.n, gx.n))].astype(dtype)
+        got = _grid_bbox(win, k, gy, gx)
+        want = bbox_from_winner(_nearest_up(win, gy, gx), k)
+        assert got.dtype == np.int64 and got.shape == (k, 4)
+        assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("seed", range(6))
