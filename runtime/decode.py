@@ -343,13 +343,16 @@ def mask_logits(
     For codes: ``scale * (q @ E^T - zero_point * sum_d E)``, so the feature map is never dequantised.
     """
     h, w, d = features.shape
-    emb_t = np.array(embeddings.T, dtype=np.float32, order="C")  # a copy: scaled in place below
     flat = features.reshape(h * w, d)
     if quant is None:
+        emb_t = np.array(embeddings.T, dtype=np.float32, order="C")
         out = flat.astype(np.float32, copy=False) @ emb_t
     else:
         scale, zero_point = quant
-        emb_t *= np.float32(scale)  # s * (q @ E^T - zp * sum E) = q @ (s E)^T - zp * sum(s E)
+        # s * (q @ E^T - zp * sum E) = q @ (s E)^T - zp * sum(s E); (s E)^T as a C-ordered float32 array,
+        # scaled in the same pass that lays it out (E cast to float32 first, as a copy would)
+        emb_t = np.empty((d, embeddings.shape[0]), np.float32)
+        np.multiply(embeddings.T, np.float32(scale), out=emb_t, dtype=np.float32)
         out = flat.astype(np.float32) @ emb_t
         out -= np.float32(zero_point) * emb_t.sum(axis=0)
     return out.reshape(h, w, -1)

@@ -58,7 +58,11 @@ def sigmoid32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def dequantize(q: np.ndarray, quant: tuple[float, float]) -> np.ndarray:
     """TFLite dequantisation ``scale * (q - zero_point)`` in float32 (any shape)."""
     scale, zero_point = quant
-    return np.float32(scale) * (np.asarray(q).astype(np.float32) - np.float32(zero_point))
+    # (q as float32 - zp) * scale: the cast, the subtraction and the product of ``scale * (q - zp)`` with
+    # one temporary (the product is commutative, so the floats are the same)
+    x = np.subtract(q, np.float32(zero_point), dtype=np.float32, casting="unsafe")
+    x *= np.float32(scale)
+    return x
 
 
 def logit_threshold(threshold: float) -> float:

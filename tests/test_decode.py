@@ -688,3 +688,61 @@ def test_bad_inputs_are_explained():
         decode_panoptic(heat, emb, emb, head, method="approx")
     with pytest.raises(ValueError, match="valid_size needs output_size"):
         decode_panoptic(heat, emb, emb, head, valid_size=(32, 20))
+
+
+def _segments_reference(classes, scores, merge, is_thing):
+    """The segment grouping spelled out per proposal: a segment per kept thing proposal and per category
+    of kept stuff proposals (class 0 none), boxes united, areas summed, the best score."""
+    segs: dict[tuple[int, int], dict] = {}
+    proposal_segment = np.zeros(classes.size, np.int32)
+    for q in range(classes.size):
+        if not merge.kept[q] or classes[q] == 0:
+            continue
+        key = (int(classes[q]), q + 1 if is_thing[classes[q]] else 0)
+        s = segs.setdefault(key, {"id": len(segs) + 1, "box": [], "area": 0, "score": -np.inf})
+        s["box"].append(merge.bbox[q])
+        s["area"] += int(merge.mask_area[q])
+        s["score"] = max(s["score"], float(scores[q]))
+        proposal_segment[q] = s["id"]
+    boxes = [np.concatenate([np.min(s["box"], 0)[:2], np.max(s["box"], 0)[2:]]) for s in segs.values()]
+    return {
+        "segment_ids": np.arange(1, len(segs) + 1, dtype=np.int32),
+        "segment_category_ids": np.array([c for c, _ in segs], np.int32),
+        "segment_instance_ids": np.array([i for _, i in segs], np.int32),
+        "segment_scores": np.array([s["score"] for s in segs.values()], np.float32),
+        "segment_areas": np.array([s["area"] for s in segs.values()], np.int64),
+        "segment_bboxes": np.array(boxes, np.int32).reshape(-1, 4),
+        "proposal_segment": proposal_segment,
+    }
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_segments_group_kept_proposals_like_the_reference(seed):
+    # random kept sets with several stuff proposals per category (merged segments), void-class proposals,
+    # zero boxes and more than 255 proposals
+    from maskconver.runtime.decode import _segments
+    from maskconver.runtime.merge import MergeResult
+
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        k, c = int(rng.choice([0, 1, 7, 50, 300])), int(rng.integers(1, 12))
+        classes = rng.integers(0, c, k).astype(np.int32)
+        scores = np.sort(rng.uniform(0.02, 1, k).astype(np.float32))[::-1]
+        area = rng.integers(0, 5000, k).astype(np.int64)
+        box = (
+            np.sort(rng.integers(0, 640, (k, 2, 2)), axis=1).transpose(0, 2, 1).reshape(k, 4).astype(np.int64)
+        )
+        box[area == 0] = 0
+        merge = MergeResult(area, area, rng.random(k) < 0.6, box)
+        is_thing = rng.random(c) < 0.5
+        seg, cat_lut, inst_lut = _segments(classes, scores, merge, is_thing)
+        want = _segments_reference(classes, scores, merge, is_thing)
+        assert seg.keys() == want.keys()
+        for key, value in want.items():
+            assert seg[key].dtype == value.dtype and seg[key].shape == value.shape, key
+            np.testing.assert_array_equal(seg[key], value, err_msg=key)
+        np.testing.assert_array_equal(cat_lut, np.where(merge.kept, classes, 0))
+        assert cat_lut.dtype == np.int32 and inst_lut.dtype == np.int32
+        np.testing.assert_array_equal(
+            inst_lut, np.where(merge.kept & is_thing[classes], np.arange(1, k + 1), 0)
+        )
