@@ -570,7 +570,7 @@ def _render_plot(r: Mapping[str, Any]) -> bytes:
     title = textwrap.fill(str(r.get("label", "")), 150) + "\n" + textwrap.fill(str(v["line"]), 150)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0.06, 0, 1, 0.93))
-    fig.subplots_adjust(top=0.85)
+    fig.subplots_adjust(top=1.0 - 0.04 * (title.count("\n") + 2))  # room for every line of the title
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -603,9 +603,10 @@ def _plot_decode_stages(ax, r: Mapping[str, Any]) -> None:
     ax.axvline(limit, color="red", ls="--", lw=1.2, label=f"budget {b['budget']:.0%} of inference")
     ax.set_yticks([0, 1], ["decode", "inference"])
     ax.set_xlim(0, 1.3 * max(b["inference_p50"], left, limit))
+    ax.set_ylim(-0.6, 1.6)
     ax.set_xlabel("ms (p50 per stage; stages stacked in pipeline order)")
     ax.set_title(f"Decode / inference {b['ratio']:.2f} ({'met' if b['met'] else 'over'} budget)", fontsize=11)
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7)
     ax.grid(axis="x", alpha=0.3)
 
 
