@@ -343,7 +343,7 @@ def round_robin_times(
     """Time ``segmenters`` on ``frames`` in alternating order.
 
     Returns, per segmenter, ``{"inference", "decode", "preprocess", "frame"}`` arrays of shape
-    ``[rounds * per_round]`` (ms), in round order. Warm-up frames run first (forward order) and are dropped.
+    ``[rounds * per_round]`` (ms), in round order, and ``"decode.<stage>"`` for the decode's stages. Warm-up frames run first (forward order) and are dropped.
     """
     say = progress or (lambda _m: None)
     n = len(segmenters)
@@ -360,6 +360,9 @@ def round_robin_times(
                 out[i]["inference"].append(t["inference"])
                 out[i]["decode"].append(t["decode"])
                 out[i]["frame"].append(t["end_to_end"])
+                for key, ms in t.items():  # the decode's stages ("decode.peaks", ...)
+                    if key.startswith("decode."):
+                        out[i].setdefault(key, []).append(ms)
         k += per_round
         say(f"{label}round {r + 1}/{rounds} done")
     return [{key: np.asarray(v, np.float64) for key, v in d.items()} for d in out]
@@ -485,6 +488,11 @@ def compare(
                     "gmac_per_s": gmacs,
                     "percent_int8_peak": 100.0 * gmacs / peak if peak else None,
                     "decode_over_inference": st["decode"]["median"] / med,
+                    "decode_stages_median": {
+                        k[len("decode.") :]: float(np.median(x))
+                        for k, x in t.items()
+                        if k.startswith("decode.")
+                    },
                 }
             )
         by = {r["variant"]: r for r in rows}
@@ -562,6 +570,14 @@ def compare_to_markdown(result: dict[str, Any]) -> str:
             )
         if sec["ratios"]:
             lines += [""] + [f"- {k.replace('_', ' ')}: **{_f(v, 3)}**" for k, v in sec["ratios"].items()]
+        staged = [r for r in sec["rows"] if r.get("decode_stages_median")]
+        if staged:
+            lines += ["", "Decode stages (median ms; `other` = input checks and glue):", ""]
+            lines += [
+                f"- {r['label']}: "
+                + ", ".join(f"{k} {_f(v, 3)}" for k, v in r["decode_stages_median"].items())
+                for r in staged
+            ]
         lines.append("")
     lines += [
         "Frame = preprocess (letterbox) + inference + decode (NumPy) of one real image, i.e. the whole "

@@ -23,7 +23,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,17 +227,42 @@ def _check_counts(runs: int, warmup: int, threads: int | None) -> None:
 
 
 def time_frame(segmenter: Any, image: np.ndarray) -> dict[str, float]:
-    """One timed ``segment()`` call: ``{preprocess, inference, decode, end_to_end}`` in ms."""
+    """One timed ``segment()`` call: ``{preprocess, inference, decode, end_to_end}`` in ms, plus
+    ``"decode.<stage>"`` for every stage of ``result.decode_stages`` and ``"decode.other"`` (the decode time
+    outside those stages)."""
     t0 = time.perf_counter()
     result = segmenter.segment(image)
     end = 1000.0 * (time.perf_counter() - t0)
     s = result.speed
-    return {
+    out = {
         "preprocess": float(s["preprocess"]),
         "inference": float(s["inference"]),
         "decode": float(s["postprocess"]),
         "end_to_end": end,
     }
+    stages = getattr(result, "decode_stages", None) or {}
+    if stages:
+        for name, ms in stages.items():
+            out[f"decode.{name}"] = float(ms)
+        out["decode.other"] = max(0.0, out["decode"] - sum(float(v) for v in stages.values()))
+    return out
+
+
+def decode_line(result: Mapping[str, Any]) -> str:
+    """One line: decode / inference against the budget and the stages' p50, e.g.
+    ``"decode 1.65 ms = 0.19 of inference (budget 0.15): peaks 0.30, mask_head 0.29, ... ms"``."""
+    from maskconver.benchmarks.report import DECODE_STAGE_ORDER
+
+    ds = result.get("decode_stages") or {}
+    names = [s for s in DECODE_STAGE_ORDER if s in ds] + [s for s in ds if s not in DECODE_STAGE_ORDER]
+    parts = ", ".join(f"{n} {ds[n]['p50']:.2f}" for n in names)
+    b = result.get("decode_budget")
+    head = (
+        f"decode {b['decode_p50']:.2f} ms = {b['ratio']:.2f} of inference (budget {b['budget']:.2f})"
+        if b
+        else "decode"
+    )
+    return f"{head}: {parts} ms (p50 per stage)"
 
 
 def run_host(
@@ -303,11 +328,15 @@ def run_host(
         time_frame(seg, frames[i % len(frames)])
         say(f"warm-up {i + 1}/{warmup}")
     samples: dict[str, list[float]] = {k: [] for k in ("preprocess", "inference", "decode", "end_to_end")}
+    decode_stages: dict[str, list[float]] = {}
     step = max(1, runs // 10)
     for i in range(runs):
         t = time_frame(seg, frames[(warmup + i) % len(frames)])
         for k, v in t.items():
-            samples[k].append(v)
+            if k.startswith("decode."):
+                decode_stages.setdefault(k[len("decode.") :], []).append(v)
+            else:
+                samples[k].append(v)
         if (i + 1) % step == 0 or i + 1 == runs:
             say(
                 f"run {i + 1}/{runs}: median inference {np.median(samples['inference']):.2f} ms, "
@@ -361,8 +390,9 @@ def run_host(
         },
         runtime=runtime_versions(),
         warnings=warnings,
+        decode_stage_samples={k: v for k, v in decode_stages.items() if len(v) == runs},
     )
-    result["first_frame_ms"] = first
+    result["first_frame_ms"] = {k: v for k, v in first.items() if not k.startswith("decode.")}
     result["memory"] = {
         "kind": "rss",
         "rss_before_mb": rss_before,
@@ -380,5 +410,7 @@ def run_host(
     v = verdict(result)
     result["target"] = v["target"]
     result["verdict"] = v
+    if result.get("decode_stages"):
+        say(decode_line(result))
     say(v["line"])
     return result

@@ -13,6 +13,9 @@ A result is a plain dict (schema ``maskconver-bench/1``). Both kinds share these
                         (missing ones None). :func:`summarize_samples` builds STATS from per-run samples;
                         :func:`make_host_result` builds the whole host dict.
 ``samples_ms``          optional ``{stage: [ms, ...]}`` per-run samples (drawn as histograms when present)
+``decode_stages``       host, optional: ``{decode stage: STATS}`` (``DECODE_STAGE_ORDER``: where the decode time goes,
+                        from ``PanopticResult.decode_stages``; ``other`` = decode minus the stages, i.e. glue)
+``decode_budget``       host, optional: decode p50 / inference p50 against ``DECODE_BUDGET`` (issue #5's 15%)
 ``init_ms``, ``first_inference_ms``, ``peak_memory_mb``
 Android only: ``delegation``, ``op_profile``, ``memory``, ``warmup``, ``thermal``, ``raw_output``
 (see :mod:`maskconver.benchmarks.android`).
@@ -38,9 +41,12 @@ from maskconver.benchmarks.targets import PAPER_POINTS, TARGETS_MS, input_side_l
 from maskconver.runtime.atomic import write_bytes_atomic
 
 __all__ = [
+    "DECODE_BUDGET",
+    "DECODE_STAGE_ORDER",
     "HOST_DISCLAIMER",
     "STAGE_ORDER",
     "ReportError",
+    "decode_budget",
     "make_host_result",
     "summarize_samples",
     "to_markdown",
@@ -54,6 +60,18 @@ __all__ = [
 
 SCHEMA = "maskconver-bench/1"
 STAGE_ORDER = ("preprocess", "inference", "decode", "end_to_end")
+# the decoder's stages in pipeline order (PanopticResult.decode_stages) and the glue around them
+DECODE_STAGE_ORDER = (
+    "peaks",
+    "mask_head",
+    "mask_logits",
+    "merge",
+    "segments",
+    "label_maps",
+    "result",
+    "other",
+)
+DECODE_BUDGET = 0.15  # decoding at most 15% of the interpreter's time (issue #5)
 STAT_KEYS = ("n", "mean", "std", "min", "max", "p5", "p50", "p90", "p95", "p99")
 HOST_DISCLAIMER = "host numbers, not a phone's: the 17/25 ms targets are for a phone (Pixel 6 class)"
 
@@ -100,14 +118,23 @@ def make_host_result(
     settings: Mapping[str, Any] | None = None,
     runtime: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
+    decode_stage_samples: Mapping[str, Sequence[float] | np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The host benchmark's result dict in the shared shape, STATS computed from per-run samples (ms).
 
     ``samples_ms`` maps stage names (``preprocess``, ``inference``, ``decode``, ``end_to_end``) to per-run
     latencies; ``model`` holds ``name``, ``path``, ``sha256``, ``input_size`` ([H, W]).
+    ``decode_stage_samples``: per-run ms of the decode's stages (``DECODE_STAGE_ORDER``), if measured.
     """
     if not samples_ms:
         raise ReportError("make_host_result needs per-run samples for at least one stage")
+    extra: dict[str, Any] = {}
+    if decode_stage_samples:
+        extra["decode_stages"] = {name: summarize_samples(x) for name, x in decode_stage_samples.items()}
+    stages = {name: summarize_samples(x) for name, x in samples_ms.items()}
+    budget = decode_budget(stages)
+    if budget is not None:
+        extra["decode_budget"] = budget
     return {
         "schema": SCHEMA,
         "kind": "host",
@@ -128,6 +155,25 @@ def make_host_result(
         "init_ms": init_ms,
         "first_inference_ms": first_inference_ms,
         "peak_memory_mb": peak_memory_mb,
+        **extra,
+    }
+
+
+def decode_budget(
+    stages: Mapping[str, Mapping[str, Any]], budget: float = DECODE_BUDGET
+) -> dict[str, Any] | None:
+    """Decode p50 / inference p50 against ``budget`` -> ``{decode_p50, inference_p50, ratio, budget, met}``, or
+    None without both stages (or with a zero inference time)."""
+    dec, inf = (stages.get(k, {}).get("p50") for k in ("decode", "inference"))
+    if dec is None or not inf:
+        return None
+    ratio = float(dec) / float(inf)
+    return {
+        "decode_p50": float(dec),
+        "inference_p50": float(inf),
+        "ratio": ratio,
+        "budget": budget,
+        "met": bool(ratio <= budget),
     }
 
 
@@ -346,6 +392,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     else:
         lines.append("No timings.")
     lines += [""]
+    lines += _decode_lines(r)
     lines += _kv_table(
         [
             ("Init (ms)", r.get("init_ms")),
@@ -393,6 +440,33 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ordered_decode_stages(r: Mapping[str, Any]) -> list[str]:
+    ds = r.get("decode_stages") or {}
+    return [s for s in DECODE_STAGE_ORDER if s in ds] + [s for s in ds if s not in DECODE_STAGE_ORDER]
+
+
+def _decode_lines(r: Mapping[str, Any]) -> list[str]:
+    """The decode budget line and the per-stage breakdown table (Markdown lines, empty without them)."""
+    lines: list[str] = []
+    b = r.get("decode_budget")
+    if b:
+        lines += [
+            f"Decode / inference (p50): {b['decode_p50']:.3f} / {b['inference_p50']:.3f} ms = **{b['ratio']:.2f}** "
+            f"(budget {b['budget']:.2f}: {'met' if b['met'] else 'not met'})",
+            "",
+        ]
+    ds = r.get("decode_stages") or {}
+    if ds:
+        total = sum(float(ds[s]["p50"]) for s in ds) or 1.0
+        lines += ["| decode stage | p50 ms | p90 ms | share of the stages' p50 sum |", "|---|---|---|---|"]
+        lines += [
+            f"| {s} | {_fmt(ds[s].get('p50'), 3)} | {_fmt(ds[s].get('p90'), 3)} | {100 * float(ds[s]['p50']) / total:.0f}% |"
+            for s in _ordered_decode_stages(r)
+        ]
+        lines += [""]
+    return lines
+
+
 def write_markdown(result: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     return _atomic_write(path, to_markdown(result).encode("utf-8"))
 
@@ -402,9 +476,14 @@ def _render_plot(r: Mapping[str, Any]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 5.4), dpi=100)
+    breakdown = bool(r.get("decode_stages")) and bool(r.get("decode_budget"))
+    fig = Figure(figsize=(18.5 if breakdown else 13, 5.4), dpi=100)
     FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
+    if breakdown:
+        ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.25, 1, 1]})
+        _plot_decode_stages(ax3, r)
+    else:
+        ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
     v = r["verdict"]
     stages = r.get("stages", {})
     samples = r.get("samples_ms") or {}
@@ -491,10 +570,44 @@ def _render_plot(r: Mapping[str, Any]) -> bytes:
     title = textwrap.fill(str(r.get("label", "")), 150) + "\n" + textwrap.fill(str(v["line"]), 150)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0.06, 0, 1, 0.93))
-    fig.subplots_adjust(top=0.85)
+    fig.subplots_adjust(top=1.0 - 0.04 * (title.count("\n") + 2))  # room for every line of the title
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _plot_decode_stages(ax, r: Mapping[str, Any]) -> None:
+    """Stacked bar of the decode stages' p50 next to the inference p50, with the decode budget marked."""
+    ds, b = r["decode_stages"], r["decode_budget"]
+    colors = [
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:gray",
+    ]
+    ax.barh(1, b["inference_p50"], color="lightgray", edgecolor="black", lw=0.8)
+    ax.text(b["inference_p50"], 1, f" {b['inference_p50']:.2f} ms", va="center", fontsize=8)
+    left = 0.0
+    for i, name in enumerate(_ordered_decode_stages(r)):
+        w = float(ds[name]["p50"])
+        ax.barh(
+            0, w, left=left, color=colors[i % len(colors)], edgecolor="black", lw=0.6, label=f"{name} {w:.3f}"
+        )
+        left += w
+    ax.text(left, 0, f" {b['decode_p50']:.2f} ms (p50)", va="center", fontsize=8)
+    limit = b["budget"] * b["inference_p50"]
+    ax.axvline(limit, color="red", ls="--", lw=1.2, label=f"budget {b['budget']:.0%} of inference")
+    ax.set_yticks([0, 1], ["decode", "inference"])
+    ax.set_xlim(0, 1.3 * max(b["inference_p50"], left, limit))
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xlabel("ms (p50 per stage; stages stacked in pipeline order)")
+    ax.set_title(f"Decode / inference {b['ratio']:.2f} ({'met' if b['met'] else 'over'} budget)", fontsize=11)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def _rect(x: float, y: float, w: float, h: float, face: str, alpha: float):

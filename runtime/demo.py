@@ -125,6 +125,8 @@ def run_demo(
         "xnnpack_partitions": report["delegates"]["xnnpack_partitions"],
         "latency_ms_p50": {k: v.get("p50") for k, v in stages.items()},
         "grid_latency_ms_p50": {k: v.get("p50") for k, v in grid.get("stages", {}).items()},
+        "grid_decode_stages_ms_p50": {k: v.get("p50") for k, v in grid.get("decode_stages", {}).items()},
+        "grid_decode_budget": grid.get("decode_budget"),
         "overlays": str(overlays),
         "reports": {"conversion": str(models / "report.md"), **{k: str(v) for k, v in written.items()}},
         "seconds": round(time.perf_counter() - t0, 1),
@@ -151,10 +153,22 @@ def format_summary(s: dict) -> str:
             if v is not None and k != "preprocess"
         )
         + " (mask_resolution='grid', the real-time path)",
+        *_decode_split(s),
         f"  overlays      {s['overlays']}/",
         f"  reports       {s['reports']['conversion']}, {s['reports'].get('markdown')}, {s['reports'].get('plot')}",
     ]
     return "\n".join(lines)
+
+
+def _decode_split(s: dict) -> list[str]:
+    """The grid decode's stages and its share of inference, as one summary line (none if not measured)."""
+    split, budget = s.get("grid_decode_stages_ms_p50") or {}, s.get("grid_decode_budget")
+    if not split or not budget:
+        return []
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in split.items() if v is not None)
+    return [
+        f"  grid decode   {parts} ms; decode/inference {budget['ratio']:.2f} (budget {budget['budget']:.2f})"
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,6 +107,9 @@ class PanopticResult:
         instance_mask: int32 ``[H, W]`` instance id per pixel (1.. for things, 0 for stuff/void).
         segments: list of :class:`Segment`, ids 1..N.
         speed: milliseconds per stage, ``{"preprocess", "inference", "postprocess"}``.
+        decode_stages: where ``postprocess`` went, ms: the decoder's stages (``peaks``, ``mask_head``,
+            ``mask_logits``, ``merge``, ``segments``, ``label_maps``, see ``PanopticDecoding.timings``) and
+            ``result`` (building this object); the rest of ``postprocess`` is input checks and glue.
         categories: the model's categories (index == id), for names and colours.
         image_size: ``(H0, W0)`` of the input image.
         mode: ``"original"`` (masks at the input resolution) or ``"canvas"`` (the reference 640x640 canvas
@@ -120,6 +123,7 @@ class PanopticResult:
     categories: list[Category] = field(default_factory=list, repr=False)
     image_size: tuple[int, int] = (0, 0)
     mode: str = "original"
+    decode_stages: dict[str, float] = field(default_factory=dict, repr=False)
     _image_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -190,6 +194,7 @@ class PanopticResult:
             "mask_size": list(self.shape),
             "mode": self.mode,
             "speed_ms": {k: round(float(v), 3) for k, v in self.speed.items()},
+            "decode_stages_ms": {k: round(float(v), 3) for k, v in self.decode_stages.items()},
             "segments": [s.to_dict() for s in self.segments],
         }
 

@@ -462,7 +462,9 @@ class Segmenter:
             image_fn = _constant(rgb)
         else:
             image_fn = _resized(started.canvas, tuple(self.info.canvas_size))
+        t3 = time.perf_counter()
         result = self._result(dec, rgb.shape[:2], mode, image_fn)
+        result.decode_stages = {**dec.timings, "result": 1000.0 * (time.perf_counter() - t3)}
         result.speed.update(
             preprocess=started.preprocess_ms,
             inference=started.inference_ms,

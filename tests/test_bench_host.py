@@ -131,6 +131,23 @@ def test_run_host_on_a_converted_model():
     assert mem["peak_rss_mb"] >= mem["rss_after_init_mb"] - 1.0 and mem["rss_after_init_mb"] > 0
     assert r["peak_memory_mb"] == mem["peak_rss_mb"]
     assert any("run 4/4" in ln for ln in lines) and "HOST ONLY" in lines[-1]
+    # where the decode time went: every stage of every run, inside the decode time of that run
+    ds = r["decode_stages"]
+    stages = ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps", "result", "other")
+    assert tuple(ds) == stages and all(ds[s]["n"] == 4 and ds[s]["min"] >= 0 for s in stages)
+    inside = sum(ds[s]["mean"] for s in stages if s != "other")
+    assert inside <= r["stages"]["decode"]["mean"] + 1e-9
+    assert ds["other"]["mean"] == pytest.approx(r["stages"]["decode"]["mean"] - inside, abs=1e-6)
+    b = r["decode_budget"]
+    assert b["ratio"] == pytest.approx(r["stages"]["decode"]["p50"] / r["stages"]["inference"]["p50"])
+    assert (
+        b["met"] == (b["ratio"] <= 0.15)
+        and "first_frame_ms" in r
+        and "decode.peaks" not in r["first_frame_ms"]
+    )
+    assert any(
+        ln.startswith("decode ") and "of inference (budget 0.15)" in ln and "label_maps" in ln for ln in lines
+    )
 
 
 def test_compare_on_the_nano_model(tmp_path):
@@ -161,6 +178,9 @@ def test_compare_on_the_nano_model(tmp_path):
     assert r["sizes"]["128"]["ratios"] == {}  # one variant: nothing to divide
     md = compare_to_markdown(r)
     assert "| TFLite fp32 |" in md and "128 GMAC/s" in md and "given (--clock-ghz)" in md
+    dsm = row["decode_stages_median"]
+    assert list(dsm)[0] == "peaks" and list(dsm)[-2:] == ["result", "other"]
+    assert sum(dsm.values()) >= 0 and "- TFLite fp32: peaks " in md
     # the second run finds the converted model in the cache
     lines.clear()
     compare(ckpt, "nano", progress=lines.append, **kwargs)

@@ -248,3 +248,40 @@ def test_make_host_result_has_the_shared_shape(tmp_path):
         make_host_result(
             model={}, samples_ms={}, init_ms=None, first_inference_ms=None, peak_memory_mb=None, label="x"
         )
+
+
+def _with_decode_stages(decode_ms: float) -> dict:
+    return make_host_result(
+        model={"name": "m.tflite", "input_size": [256, 256]},
+        samples_ms={"inference": [10.0, 12.0, 11.0], "decode": [decode_ms, decode_ms + 0.2, decode_ms - 0.2]},
+        init_ms=5.0,
+        first_inference_ms=20.0,
+        peak_memory_mb=99.5,
+        label="x86_64 CPU",
+        decode_stage_samples={"merge": [0.5, 0.6, 0.4], "peaks": [0.3, 0.3, 0.3], "other": [0.1, 0.2, 0.3]},
+    )
+
+
+def test_decode_budget_and_breakdown_are_reported(tmp_path):
+    over = _with_decode_stages(2.2)  # p50 2.2 against 11 ms of inference: 0.20
+    b = over["decode_budget"]
+    assert b["ratio"] == pytest.approx(0.2) and b["budget"] == 0.15 and b["met"] is False
+    assert over["decode_stages"]["merge"]["p50"] == 0.5 and over["decode_stages"]["peaks"]["n"] == 3
+    md = to_markdown(over)
+    assert "= **0.20** (budget 0.15: not met)" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| peaks |") or ln.startswith("| merge |")]
+    assert rows[0].startswith("| peaks | 0.300 |") and rows[1].startswith(
+        "| merge | 0.500 |"
+    )  # pipeline order
+    assert "| merge | 0.500 | 0.580 | 50% |" in md  # 0.5 of the stages' 1.0 ms (other included)
+    assert _with_decode_stages(1.6)["decode_budget"]["met"] is True  # 1.6 / 11 = 0.145
+    no_inference = make_host_result(
+        model={}, samples_ms={"decode": [1.0]}, init_ms=None, first_inference_ms=None, peak_memory_mb=None,
+        label="x",
+    )  # fmt: skip
+    assert "decode_budget" not in no_inference and "Decode / inference" not in to_markdown(no_inference)
+    png = write_reports(over, plot=tmp_path / "p.png")["plot"]
+    width, height = struct.unpack(">II", Path(png).read_bytes()[16:24])
+    assert (width, height) == (1850, 540)  # the third panel: decode stages against the budget
+    plain = write_reports(_host_result(), plot=tmp_path / "q.png")["plot"]
+    assert struct.unpack(">II", Path(plain).read_bytes()[16:24]) == (1300, 540)

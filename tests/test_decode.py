@@ -5,6 +5,7 @@ Goldens: ``shared/fixtures/modelgarden`` (Model Garden outputs for random weight
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +170,14 @@ def test_mask_embeddings_and_logits_match_golden(golden, mask_head, size):
 @pytest.mark.parametrize("method", ["fast", "dense"])
 def test_decode_matches_golden(golden, mask_head, size, method):
     g = golden[size]
+    t0 = time.perf_counter()
     out = decode_panoptic(
         g["class_heatmaps"], g["center_embeddings"], g["mask_features"], mask_head, method=method
     )
+    wall = 1000.0 * (time.perf_counter() - t0)
+    # stage timings: every stage, in pipeline order, inside the call (not a speed assert)
+    assert tuple(out.timings) == ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps")
+    assert all(v >= 0 for v in out.timings.values()) and sum(out.timings.values()) <= wall
     _assert_same_proposals(out.proposal_classes, out.proposal_scores, out.proposal_yx, g)
     assert out.category_mask.shape == (640, 640) and out.category_mask.dtype == np.int32
     assert out.instance_mask.dtype == np.int32

@@ -314,6 +314,10 @@ def test_coco_png_and_segments_info(segmenters, tmp_path):
     assert [d["area"] for d in info] == [int((ids == d["id"]).sum()) for d in info]
     d = r.to_dict()
     assert d["mask_size"] == [96, 128] and [s["name"] for s in d["segments"]] == ["background", "square"]
+    stages = ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps", "result")
+    assert tuple(d["decode_stages_ms"]) == stages and tuple(r.decode_stages) == stages
+    assert all(v >= 0 for v in r.decode_stages.values())
+    assert sum(r.decode_stages.values()) <= r.speed["postprocess"]  # the stages lie inside the decode
 
 
 def test_overlay_draws_colours_and_rejects_wrong_size(segmenters):
