@@ -458,20 +458,16 @@ def grid_axes(
     input_size: tuple[int, int],
 ) -> tuple[GridAxis, GridAxis, int]:
     """Nearest-cell maps (y, x) of the output pixels for ``mask_resolution="grid"`` and the area of the
-    canvas in output pixels."""
-    try:  # the same sizes every frame: remembered
-        return _grid_axes(tuple(feature_size), tuple(output_size), valid_size, tuple(input_size))
-    except TypeError:  # unhashable valid_size (a list, an array)
-        return _grid_axes.__wrapped__(feature_size, output_size, valid_size, input_size)
+    canvas in output pixels (remembered: the same sizes come every frame)."""
+    pairs = [
+        None if v is None else (int(v[0]), int(v[1]))
+        for v in (feature_size, output_size, valid_size, input_size)
+    ]
+    return _grid_axes(*pairs)
 
 
 @lru_cache(maxsize=64)
-def _grid_axes(
-    feature_size: tuple[int, int],
-    output_size: tuple[int, int],
-    valid_size: tuple[int, int] | None,
-    input_size: tuple[int, int],
-) -> tuple[GridAxis, GridAxis, int]:
+def _grid_axes(feature_size, output_size, valid_size, input_size) -> tuple[GridAxis, GridAxis, int]:
     cy, cx = output_canvas(output_size, valid_size, input_size)
     gy = grid_axis(feature_size[0], cy, int(output_size[0]))
     gx = grid_axis(feature_size[1], cx, int(output_size[1]))
