@@ -343,7 +343,8 @@ def round_robin_times(
     """Time ``segmenters`` on ``frames`` in alternating order.
 
     Returns, per segmenter, ``{"inference", "decode", "preprocess", "frame"}`` arrays of shape
-    ``[rounds * per_round]`` (ms), in round order, and ``"decode.<stage>"`` for the decode's stages. Warm-up frames run first (forward order) and are dropped.
+    ``[rounds * per_round]`` (ms), in round order, and ``"decode.<stage>"`` for the decode's stages.
+    Warm-up frames run first (forward order) and are dropped.
     """
     say = progress or (lambda _m: None)
     n = len(segmenters)

@@ -255,7 +255,7 @@ def decode_line(result: Mapping[str, Any]) -> str:
 
     ds = result.get("decode_stages") or {}
     names = [s for s in DECODE_STAGE_ORDER if s in ds] + [s for s in ds if s not in DECODE_STAGE_ORDER]
-    parts = ", ".join(f"{n} {ds[n]['p50']:.2f}" for n in names)
+    parts = ", ".join(f"{n} {ds[n]['p50']:.2f}" for n in names if ds[n].get("p50") is not None)
     b = result.get("decode_budget")
     head = (
         f"decode {b['decode_p50']:.2f} ms = {b['ratio']:.2f} of inference (budget {b['budget']:.2f})"

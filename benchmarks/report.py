@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from maskconver.benchmarks.targets import PAPER_POINTS, TARGETS_MS, input_side_label, target_for
 from maskconver.runtime.atomic import write_bytes_atomic
+from maskconver.runtime.decode import STAGES as DECODE_STAGES
 
 __all__ = [
     "DECODE_BUDGET",
@@ -61,16 +62,7 @@ __all__ = [
 SCHEMA = "maskconver-bench/1"
 STAGE_ORDER = ("preprocess", "inference", "decode", "end_to_end")
 # the decoder's stages in pipeline order (PanopticResult.decode_stages) and the glue around them
-DECODE_STAGE_ORDER = (
-    "peaks",
-    "mask_head",
-    "mask_logits",
-    "merge",
-    "segments",
-    "label_maps",
-    "result",
-    "other",
-)
+DECODE_STAGE_ORDER = (*DECODE_STAGES, "result", "other")
 DECODE_BUDGET = 0.15  # decoding at most 15% of the interpreter's time (issue #5)
 STAT_KEYS = ("n", "mean", "std", "min", "max", "p5", "p50", "p90", "p95", "p99")
 HOST_DISCLAIMER = "host numbers, not a phone's: the 17/25 ms targets are for a phone (Pixel 6 class)"
@@ -440,6 +432,15 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finite(v: Any) -> float | None:
+    """``v`` as a float, or None if it is missing or not a finite number (hand-edited or foreign JSON)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _ordered_decode_stages(r: Mapping[str, Any]) -> list[str]:
     ds = r.get("decode_stages") or {}
     return [s for s in DECODE_STAGE_ORDER if s in ds] + [s for s in ds if s not in DECODE_STAGE_ORDER]
@@ -457,10 +458,12 @@ def _decode_lines(r: Mapping[str, Any]) -> list[str]:
         ]
     ds = r.get("decode_stages") or {}
     if ds:
-        total = sum(float(ds[s]["p50"]) for s in ds) or 1.0
+        p50 = {s: _finite(ds[s].get("p50")) for s in ds}
+        total = sum(v for v in p50.values() if v is not None) or 1.0
         lines += ["| decode stage | p50 ms | p90 ms | share of the stages' p50 sum |", "|---|---|---|---|"]
         lines += [
-            f"| {s} | {_fmt(ds[s].get('p50'), 3)} | {_fmt(ds[s].get('p90'), 3)} | {100 * float(ds[s]['p50']) / total:.0f}% |"
+            f"| {s} | {_fmt(ds[s].get('p50'), 3)} | {_fmt(ds[s].get('p90'), 3)} | "
+            f"{'-' if p50[s] is None else f'{100 * p50[s] / total:.0f}%'} |"
             for s in _ordered_decode_stages(r)
         ]
         lines += [""]
@@ -593,7 +596,7 @@ def _plot_decode_stages(ax, r: Mapping[str, Any]) -> None:
     ax.text(b["inference_p50"], 1, f" {b['inference_p50']:.2f} ms", va="center", fontsize=8)
     left = 0.0
     for i, name in enumerate(_ordered_decode_stages(r)):
-        w = float(ds[name]["p50"])
+        w = _finite(ds[name].get("p50")) or 0.0
         ax.barh(
             0, w, left=left, color=colors[i % len(colors)], edgecolor="black", lw=0.6, label=f"{name} {w:.3f}"
         )

@@ -56,7 +56,7 @@ import ctypes
 import math
 import operator
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ContextDecorator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -108,8 +108,10 @@ class PanopticDecoding:
     only the (upsampled) grid cells the output covers).
 
     ``timings``: wall-clock ms of the decode's stages, in pipeline order: ``peaks`` (peaks and top-K),
-    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product, for a grid the cells used),
-    ``merge``, ``segments``, ``label_maps`` (the two masks). Input checks are not in any stage.
+    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product, for a grid the cells used; with
+    ``grid2x``/``grid4x`` also their bilinear upsampling; and the logits' finite check), ``merge``,
+    ``segments`` (also leaving the BLAS thread setting), ``label_maps`` (the two masks). Input checks are
+    not in any stage.
     """
 
     category_mask: np.ndarray
@@ -152,15 +154,17 @@ def _openblas_set_local():
     return None
 
 
-class _BlasThreads:
+class _BlasThreads(ContextDecorator):
     """The context manager of :func:`blas_threads` (a plain class: entered once per decode, it costs less
-    than a generator-based one)."""
-
-    __slots__ = ("_fn", "_n", "_old")
+    than a generator-based one). Also a decorator: each decorated call gets its own instance."""
 
     def __init__(self, n: int | None):
         self._fn = _openblas_set_local() if n is not None else None
         self._n = n
+        self._old = 0
+
+    def _recreate_cm(self) -> _BlasThreads:
+        return _BlasThreads(self._n)  # nested or recursive decorated calls must not share ``_old``
 
     def __enter__(self) -> None:
         if self._fn is not None:
@@ -459,11 +463,16 @@ def grid_axes(
 ) -> tuple[GridAxis, GridAxis, int]:
     """Nearest-cell maps (y, x) of the output pixels for ``mask_resolution="grid"`` and the area of the
     canvas in output pixels (remembered: the same sizes come every frame)."""
-    pairs = [
-        None if v is None else (int(v[0]), int(v[1]))
-        for v in (feature_size, output_size, valid_size, input_size)
-    ]
-    return _grid_axes(*pairs)
+    try:
+        pairs = [
+            None if v is None else (int(v[0]), int(v[1]))
+            for v in (feature_size, output_size, valid_size, input_size)
+        ]
+        return _grid_axes(*pairs)
+    except (ValueError, IndexError):
+        # bad sizes: the error of the sizes as given (output_canvas names valid_size as the caller wrote it)
+        output_canvas(output_size, valid_size, input_size)
+        raise
 
 
 @lru_cache(maxsize=64)
@@ -555,8 +564,8 @@ def decode_panoptic(
     else:
         py, px, canvas_area = output_plans((h, w), output_size, valid_size, input_size)
     small_area = float(small_area_threshold) * canvas_area / float(canvas_size[0] * canvas_size[1])
-    if isinstance(thing_ids, np.ndarray) and thing_ids.dtype == bool and thing_ids.shape == (c,):
-        is_thing = thing_ids  # a table (as a Segmenter passes): only read, so no copy
+    if type(thing_ids) is np.ndarray and thing_ids.dtype == bool and thing_ids.shape == (c,):
+        is_thing = thing_ids  # a plain table (as a Segmenter passes; no subclass): only read, so no copy
     else:
         try:  # ids given as a tuple (or None): the table is cached
             is_thing = _thing_table_of(thing_ids, c)  # type: ignore[arg-type]

@@ -120,7 +120,7 @@ def merge_grid(
     return MergeResult(mask_area, original_area, kept, bbox, painter=paint)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)  # [4, ny, nx] intp each (3 MB for a 320x320 grid4x grid): a few layouts only
 def _box_tables(gy: GridAxis, gx: GridAxis) -> tuple[np.ndarray, np.ndarray, int]:
     """Constants of :func:`_grid_bbox` for one layout: scatter offsets ``[4, gy.n, gx.n]`` intp, the lookup
     table ``[4 * span]`` int64 from presence-table positions to output pixels, and ``span``.

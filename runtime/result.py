@@ -123,7 +123,7 @@ class PanopticResult:
     categories: list[Category] = field(default_factory=list, repr=False)
     image_size: tuple[int, int] = (0, 0)
     mode: str = "original"
-    decode_stages: dict[str, float] = field(default_factory=dict, repr=False)
+    decode_stages: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
     _image_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @property

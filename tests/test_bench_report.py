@@ -285,3 +285,15 @@ def test_decode_budget_and_breakdown_are_reported(tmp_path):
     assert (width, height) == (1850, 540)  # the third panel: decode stages against the budget
     plain = write_reports(_host_result(), plot=tmp_path / "q.png")["plot"]
     assert struct.unpack(">II", Path(plain).read_bytes()[16:24]) == (1300, 540)
+
+
+def test_decode_breakdown_tolerates_missing_stage_values(tmp_path):
+    # hand-edited or foreign JSON: a stage without a p50 is shown as "-", not a crash (shares of 0.7 ms)
+    from maskconver.benchmarks.host import decode_line
+
+    r = _with_decode_stages(2.2)
+    r["decode_stages"]["peaks"]["p50"] = None
+    md = to_markdown(r)
+    assert "| peaks | - |" in md and "| merge | 0.500 | 0.580 | 71% |" in md
+    assert "merge 0.50" in decode_line(r) and "peaks" not in decode_line(r)
+    assert write_reports(r, plot=tmp_path / "p.png")["plot"]

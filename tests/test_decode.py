@@ -752,3 +752,66 @@ def test_segments_group_kept_proposals_like_the_reference(seed):
         np.testing.assert_array_equal(
             inst_lut, np.where(merge.kept & is_thing[classes], np.arange(1, k + 1), 0)
         )
+
+
+def test_thing_table_subclass_and_grid_size_errors_as_before():
+    # a bool table that is an ndarray subclass (np.ma) is read through thing_table as before: plain int32
+    # label maps; grid-mode size errors name valid_size as the caller gave it (as the full path does)
+    rng = np.random.default_rng(0)
+    c, d, h, w = 6, 8, 10, 12
+    head = {
+        "class_embeddings": rng.normal(size=(c, d)).astype(np.float32),
+        "mlp_dense0_kernel": rng.normal(size=(d, d)).astype(np.float32),
+        "mlp_dense0_bias": np.zeros(d, np.float32),
+        "mlp_norm_gamma": np.ones(d, np.float32),
+        "mlp_norm_beta": np.zeros(d, np.float32),
+        "mlp_dense1_kernel": rng.normal(size=(d, d)).astype(np.float32),
+        "mlp_dense1_bias": np.zeros(d, np.float32),
+    }
+    heat = rng.uniform(-6, 3, size=(h, w, c)).astype(np.float32)
+    emb = rng.normal(size=(h, w, d)).astype(np.float32)
+    table = np.zeros(c, bool)
+    table[[1, 3]] = True
+    kw = {"mask_resolution": "grid", "overlap_threshold": 0.0, "small_area_threshold": 0.0}
+    want = decode_panoptic(heat, emb, emb, head, thing_ids=table, **kw)
+    assert want.segment_instance_ids.any()
+    for masked in (np.ma.array(table), np.ma.array(table, mask=[0, 1, 0, 0, 0, 0])):
+        got = decode_panoptic(heat, emb, emb, head, thing_ids=masked, **kw)
+        assert type(got.instance_mask) is np.ndarray
+        np.testing.assert_array_equal(got.instance_mask, want.instance_mask)
+    for res in ("grid", "full"):
+        with pytest.raises(ValueError, match=r"valid_size \(700\.5, 30\) must lie"):
+            decode_panoptic(
+                heat, emb, emb, head, output_size=(50, 60), valid_size=(700.5, 30), mask_resolution=res
+            )
+        with pytest.raises(ValueError, match=r"valid_size \(700,\) must lie"):
+            decode_panoptic(
+                heat, emb, emb, head, output_size=(50, 60), valid_size=(700,), mask_resolution=res
+            )
+
+
+def test_blas_threads_as_context_and_decorator():
+    # the count is set inside and restored after, also for nested and recursive decorated calls
+    from maskconver.runtime.decode import _openblas_set_local, blas_threads
+
+    fn = _openblas_set_local()
+    if fn is None:
+        pytest.skip("NumPy is not linked to an OpenBLAS with openblas_set_num_threads_local")
+    before = fn(3)  # returns the previous count; 3 is the count outside the blocks below
+    try:
+        seen = []
+
+        @blas_threads(1)
+        def inner(depth: int) -> None:
+            seen.append(fn(1))  # the count inside: 1 (set again to read it)
+            if depth:
+                with blas_threads(2):
+                    seen.append(fn(2))
+                    inner(depth - 1)
+                    seen.append(fn(2))
+
+        inner(2)
+        assert seen == [1, 2, 1, 2, 1, 2, 2]
+        assert fn(3) == 3  # restored
+    finally:
+        fn(before)
