@@ -229,7 +229,6 @@ def _check_finite(x: np.ndarray, name: str) -> None:
 
 
 _MASK_HEADS: dict[tuple, tuple[tuple, dict[str, np.ndarray]]] = {}
-_HEAD_ARRAYS = operator.itemgetter(*MASK_HEAD_KEYS)
 
 
 def _checked_mask_head(
@@ -238,14 +237,7 @@ def _checked_mask_head(
     """:func:`_check_mask_head`, remembered for the same array objects (a Segmenter passes the same
     mask head every frame; the cache holds references, so the ids stay unique). Arrays changed in place
     after a first decode are not checked again."""
-    arrays = None
-    if type(mask_head) is dict:
-        try:  # the same tuple as the .get() below, in one call
-            arrays = _HEAD_ARRAYS(mask_head)
-        except KeyError:
-            pass
-    if arrays is None:
-        arrays = tuple(mask_head.get(k) for k in MASK_HEAD_KEYS) if isinstance(mask_head, Mapping) else ()
+    arrays = tuple(map(mask_head.get, MASK_HEAD_KEYS)) if isinstance(mask_head, Mapping) else ()
     key = (tuple(map(id, arrays)), num_classes, dim)
     hit = _MASK_HEADS.get(key)
     if hit is not None and all(map(operator.is_, hit[0], arrays)):
