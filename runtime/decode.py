@@ -527,6 +527,78 @@ def decode_panoptic(
         ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
             (the message names the array), or mask logits that overflow float32.
     """
+    plan = plan_decode(
+        heatmap,
+        center_embeddings,
+        mask_features,
+        mask_head,
+        output_size=output_size,
+        valid_size=valid_size,
+        input_size=input_size,
+        stride=stride,
+        thing_ids=thing_ids,
+        num_proposals=num_proposals,
+        object_mask_threshold=object_mask_threshold,
+        overlap_threshold=overlap_threshold,
+        small_area_threshold=small_area_threshold,
+        canvas_size=canvas_size,
+        heatmap_quant=heatmap_quant,
+        center_quant=center_quant,
+        mask_quant=mask_quant,
+        method=method,
+        mask_resolution=mask_resolution,
+    )
+    return decode_planned(plan, heatmap, center_embeddings, mask_features)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodePlan:
+    """Everything of a decode but the three outputs, checked once by :func:`plan_decode`: the outputs'
+    unbatched shapes and dtypes it was made for, their quantisation, the checked mask head, the thing table,
+    the thresholds and the output geometry (grid axes or resize plans). A :class:`Segmenter
+    <maskconver.runtime.segmenter.Segmenter>` keeps one per output geometry, so a frame pays only for the
+    checks that depend on the outputs' values (NaN/inf in float outputs)."""
+
+    shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    dtypes: tuple[np.dtype, np.dtype, np.dtype]
+    quant: tuple[tuple[float, float] | None, tuple[float, float] | None, tuple[float, float] | None]
+    mask_head: dict[str, np.ndarray]
+    is_thing: np.ndarray
+    num_proposals: int
+    object_mask_threshold: float
+    overlap: float
+    small_area: float
+    output_size: tuple[int, int]
+    factor: int  # 0: full resolution; else the grid factor
+    axes: tuple  # (gy, gx) GridAxis for a grid, else (py, px) AxisPlan
+    method: str
+
+
+def plan_decode(
+    heatmap: np.ndarray,
+    center_embeddings: np.ndarray,
+    mask_features: np.ndarray,
+    mask_head: Mapping[str, np.ndarray],
+    *,
+    output_size: tuple[int, int] | None = None,
+    valid_size: tuple[int, int] | None = None,
+    input_size: tuple[int, int] | None = None,
+    stride: int = 8,
+    thing_ids: Iterable[int] | np.ndarray | None = None,
+    num_proposals: int = 50,
+    object_mask_threshold: float = 0.01,
+    overlap_threshold: float = 0.7,
+    small_area_threshold: float = 256.0,
+    canvas_size: tuple[int, int] = (640, 640),
+    heatmap_quant: tuple[float, float] | None = None,
+    center_quant: tuple[float, float] | None = None,
+    mask_quant: tuple[float, float] | None = None,
+    method: str = "fast",
+    mask_resolution: str = "full",
+) -> DecodePlan:
+    """The checks and constants of :func:`decode_panoptic` (same arguments; of the outputs only their
+    shapes and dtypes are used) as a :class:`DecodePlan` for :func:`decode_planned`, which checks the values
+    (NaN/inf) every frame."""
     if method not in ("fast", "dense"):
         raise ValueError(f"method must be 'fast' or 'dense', got {method!r}")
     if mask_resolution not in MASK_RESOLUTIONS:
@@ -537,8 +609,6 @@ def decode_panoptic(
     hq = _check_quant(heat, heatmap_quant, "heatmap", "heatmap_quant")
     cq = _check_quant(center, center_quant, "center_embeddings", "center_quant")
     mq = _check_quant(feats, mask_quant, "mask_features", "mask_quant")
-    for x, name in ((heat, "heatmap"), (center, "center_embeddings"), (feats, "mask_features")):
-        _check_finite(x, name)
     h, w, c = heat.shape
     if center.shape[:2] != (h, w) or feats.shape[:2] != (h, w) or center.shape[2] != feats.shape[2]:
         raise ValueError(
@@ -568,13 +638,62 @@ def decode_panoptic(
         except TypeError:  # unhashable (list, array)
             is_thing = thing_table(thing_ids, c)
 
+    return DecodePlan(
+        shapes=(heat.shape, center.shape, feats.shape),
+        dtypes=(heat.dtype, center.dtype, feats.dtype),
+        quant=(hq, cq, mq),
+        mask_head=mh,
+        is_thing=is_thing,
+        num_proposals=int(num_proposals),
+        object_mask_threshold=float(object_mask_threshold),
+        overlap=float(overlap_threshold),
+        small_area=small_area,
+        output_size=output_size,
+        factor=factor,
+        axes=(gy, gx) if grid else (py, px),
+        method=method,
+    )
+
+
+def _planned_output(x: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
+    """``x`` ``[1, h, w, C]`` or ``[h, w, C]`` as the plan's unbatched ``shape`` and ``dtype``, else an error."""
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.shape != shape or x.dtype != dtype:
+        raise ValueError(
+            f"{name} is {x.dtype} {x.shape} but the decode plan was made for {dtype} {shape}; "
+            "make a new plan with plan_decode for these outputs"
+        )
+    return x
+
+
+def decode_planned(
+    plan: DecodePlan, heatmap: np.ndarray, center_embeddings: np.ndarray, mask_features: np.ndarray
+) -> PanopticDecoding:
+    """:func:`decode_panoptic` of outputs of the shapes and dtypes ``plan`` was made for (else ValueError)."""
+    heat = _planned_output(heatmap, plan.shapes[0], plan.dtypes[0], "heatmap")
+    center = _planned_output(center_embeddings, plan.shapes[1], plan.dtypes[1], "center_embeddings")
+    feats = _planned_output(mask_features, plan.shapes[2], plan.dtypes[2], "mask_features")
+    if heat.dtype.kind == "f" or center.dtype.kind == "f" or feats.dtype.kind == "f":
+        for x, name in ((heat, "heatmap"), (center, "center_embeddings"), (feats, "mask_features")):
+            _check_finite(x, name)
+    h, w, _ = heat.shape
+    d = center.shape[2]
+    hq, cq, mq = plan.quant
+    factor = plan.factor
+    small_area, overlap = plan.small_area, plan.overlap
+    if factor:
+        gy, gx = plan.axes
+    else:
+        py, px = plan.axes
+
     clock = [perf_counter()]  # stage boundaries (a handful of clock reads: ~0.5 us in all)
     with blas_threads(BLAS_THREADS):
-        props: Proposals = find_proposals(heat, num_proposals, object_mask_threshold, hq)
+        props: Proposals = find_proposals(heat, plan.num_proposals, plan.object_mask_threshold, hq)
         clock.append(perf_counter())
         rows = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
-        emb = mask_embeddings(rows, props.classes, mh)
+        emb = mask_embeddings(rows, props.classes, plan.mask_head)
         clock.append(perf_counter())
         if factor == 1:  # only the cells some output pixel falls into
             feats = feats[gy.take()][:, gx.take()]
@@ -587,21 +706,21 @@ def decode_panoptic(
             logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)"
         )
         clock.append(perf_counter())
-        if grid:
-            merge = merge_grid(logits, props.scores, gy, gx, small_area, float(overlap_threshold))
+        if factor:
+            merge = merge_grid(logits, props.scores, gy, gx, small_area, overlap)
         else:
-            merge = (merge_fast if method == "fast" else merge_dense)(
-                logits, props.scores, py, px, small_area, float(overlap_threshold)
+            merge = (merge_fast if plan.method == "fast" else merge_dense)(
+                logits, props.scores, py, px, small_area, overlap
             )
         clock.append(perf_counter())
-    seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, is_thing)
+    seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, plan.is_thing)
     clock.append(perf_counter())
     if len(props):
         category_mask = merge.paint(cat_lut)
         instance_mask = merge.paint(inst_lut)
     else:
-        category_mask = np.zeros(output_size, dtype=np.int32)
-        instance_mask = np.zeros(output_size, dtype=np.int32)
+        category_mask = np.zeros(plan.output_size, dtype=np.int32)
+        instance_mask = np.zeros(plan.output_size, dtype=np.int32)
     clock.append(perf_counter())
     return PanopticDecoding(
         category_mask=category_mask,

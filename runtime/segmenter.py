@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from maskconver.runtime.decode import MASK_RESOLUTIONS, PanopticDecoding, decode_panoptic
+from maskconver.runtime.decode import (
+    MASK_RESOLUTIONS,
+    DecodePlan,
+    PanopticDecoding,
+    decode_planned,
+    plan_decode,
+)
 from maskconver.runtime.model_file import ModelFile, read_model_file
 from maskconver.runtime.model_info import OUTPUT_NAMES, ModelFileError, ModelInfo
 from maskconver.runtime.preprocess import as_rgb_uint8, letterbox, model_input, read_image
@@ -343,6 +349,7 @@ class Segmenter:
             "small_area_threshold": info.small_area_threshold,
             "canvas_size": tuple(info.canvas_size),
         }
+        self._plans: dict[tuple, DecodePlan] = {}  # (mode, mask resolution, image size, valid) -> plan
         self._names = info.labels()
 
     # -- properties -----------------------------------------------------------------------------------
@@ -476,22 +483,29 @@ class Segmenter:
 
     def _decode(self, outs, image_size, valid, mode: str, mask_resolution: str) -> PanopticDecoding:
         (heat, hq), (center, cq), (feats, mq) = (outs[n] for n in OUTPUT_NAMES)
-        if mode == "original":
-            sizes = {"output_size": tuple(image_size), "valid_size": tuple(valid)}
-        else:
-            sizes = {"output_size": tuple(self.info.canvas_size), "valid_size": None}
-        return decode_panoptic(
-            heat,
-            center,
-            feats,
-            self.model_file.mask_head,
-            heatmap_quant=hq,
-            center_quant=cq,
-            mask_quant=mq,
-            **sizes,
-            **self._decode_kwargs,
-            mask_resolution=mask_resolution,
-        )
+        key = (mode, mask_resolution, image_size, valid)
+        plan = self._plans.get(key)
+        if plan is None:  # checks and constants once per output geometry (a video has one)
+            if mode == "original":
+                sizes = {"output_size": tuple(image_size), "valid_size": tuple(valid)}
+            else:
+                sizes = {"output_size": tuple(self.info.canvas_size), "valid_size": None}
+            plan = plan_decode(
+                heat,
+                center,
+                feats,
+                self.model_file.mask_head,
+                heatmap_quant=hq,
+                center_quant=cq,
+                mask_quant=mq,
+                **sizes,
+                **self._decode_kwargs,
+                mask_resolution=mask_resolution,
+            )
+            if len(self._plans) >= 32:  # many image sizes (a folder of photos): start over
+                self._plans.clear()
+            self._plans[key] = plan
+        return decode_planned(plan, heat, center, feats)
 
     def _result(self, dec: PanopticDecoding, image_size, mode: str, image_fn) -> PanopticResult:
         names, things = self._names, self._thing_table

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from maskconver.runtime.decode import (
     decode_panoptic,
+    decode_planned,
     mask_embeddings,
     mask_logits,
     output_plans,
+    plan_decode,
 )
 from maskconver.runtime.mask_resize import axis_plan, resize_bilinear, sub_runs
 from maskconver.runtime.merge import merge_dense, merge_fast
@@ -815,3 +817,43 @@ def test_blas_threads_as_context_and_decorator():
         assert fn(3) == 3  # restored
     finally:
         fn(before)
+
+
+def test_decode_plan_equals_decode_panoptic_and_refuses_other_outputs():
+    """plan_decode + decode_planned is decode_panoptic; a plan used on outputs of another shape or dtype, or
+    on float outputs holding NaN, is an error that says what to do."""
+    rng = np.random.default_rng(5)
+    c, d = 5, 8
+    head = _tiny_head(rng, c, d)
+    heat = rng.integers(-128, 127, (1, 6, 7, c)).astype(np.int8)
+    center = rng.integers(-128, 127, (1, 6, 7, d)).astype(np.int8)
+    feats = rng.integers(-128, 127, (1, 6, 7, d)).astype(np.int8)
+    kw = dict(
+        heatmap_quant=(0.05, -20),
+        center_quant=(0.02, 3),
+        mask_quant=(0.03, -1),
+        output_size=(50, 60),
+        valid_size=(40, 56),
+        thing_ids=(1, 2),
+        mask_resolution="grid",
+    )
+    plan = plan_decode(heat, center, feats, head, **kw)
+    got = decode_planned(plan, heat, center, feats)
+    want = decode_panoptic(heat, center, feats, head, **kw)
+    assert got.num_segments > 0
+    for name in ("category_mask", "instance_mask", "segment_ids", "segment_bboxes", "proposal_areas"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    np.testing.assert_array_equal(
+        decode_planned(plan, heat[0], center[0], feats[0]).category_mask, got.category_mask
+    )
+    with pytest.raises(
+        ValueError, match=r"heatmap is int8 \(6, 8, 5\) but the decode plan was made for int8 \(6, 7, 5\)"
+    ):
+        decode_planned(plan, np.zeros((6, 8, c), np.int8), center, feats)
+    with pytest.raises(ValueError, match="mask_features is uint8 .* make a new plan with plan_decode"):
+        decode_planned(plan, heat, center, feats.view(np.uint8))
+    fplan = plan_decode(heat.astype(np.float32), center, feats, head, **{**kw, "heatmap_quant": None})
+    bad = heat.astype(np.float32)
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="heatmap holds 1 NaN"):
+        decode_planned(fplan, bad, center, feats)

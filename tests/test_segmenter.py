@@ -454,3 +454,36 @@ def test_demo_model_results_are_self_consistent(suffix):
         rgb = r.to_coco_png().astype(np.int64)
         assert np.array_equal(rgb[:, :, 0] + 256 * rgb[:, :, 1] + 65536 * rgb[:, :, 2], ids)
         assert r.plot().shape == (*shape, 3)
+
+
+def test_segmenter_keeps_one_decode_plan_per_output_geometry(segmenters):
+    """The checks of a decode run once per (mode, mask resolution, image size): a second frame of the same
+    size reuses the plan, another size or mode gets its own, and the result is decode_panoptic's."""
+    from maskconver.runtime.decode import decode_panoptic
+
+    seg = segmenters["int8"]
+    seg._plans.clear()
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    first = seg.segment(img, mask_resolution="grid")
+    (plan,) = seg._plans.values()
+    again = seg.segment(img, mask_resolution="grid")
+    assert list(seg._plans.values()) == [plan]
+    assert np.array_equal(first.category_mask, again.category_mask)
+    seg.segment(rtm.square_image(80, 128, SQUARE_BOX), mask_resolution="grid")
+    seg.segment(img, output="canvas", mask_resolution="grid")
+    assert len(seg._plans) == 3
+    started = seg._start(img)
+    outs = [started.outputs[n] for n in ("heatmap", "center_embeddings", "mask_features")]
+    want = decode_panoptic(
+        *(a for a, _ in outs),
+        seg.model_file.mask_head,
+        heatmap_quant=outs[0][1],
+        center_quant=outs[1][1],
+        mask_quant=outs[2][1],
+        output_size=(96, 128),
+        valid_size=started.valid,
+        **seg._decode_kwargs,
+        mask_resolution="grid",
+    )
+    np.testing.assert_array_equal(first.category_mask, want.category_mask)
+    np.testing.assert_array_equal(first.instance_mask, want.instance_mask)
