@@ -81,6 +81,7 @@ MASK_HEAD_KEYS = (
     "mlp_dense1_bias",
 )
 LAYER_NORM_EPSILON = 1e-6
+MASK_DTYPES = ("auto", "uint8", "uint16", "int32")
 COCO_THING_IDS = tuple(range(1, 91))
 # BLAS threads of the calling thread during a decode (None: leave them). The decoder's matrix products are
 # small; waking (and leaving spinning) OpenBLAS worker threads next to the interpreter's own threads made
@@ -92,8 +93,8 @@ BLAS_THREADS: int | None = 1
 class PanopticDecoding:
     """Result of :func:`decode_panoptic` (pure data: no names or colours).
 
-    Masks: ``category_mask``, ``instance_mask`` int32 ``[H, W]`` (category 0 = void; instance = proposal
-    rank + 1 for things, 0 for stuff/void).
+    Masks: ``category_mask``, ``instance_mask`` ``[H, W]``, int32 unless another ``mask_dtype`` was asked
+    for (category 0 = void; instance = proposal rank + 1 for things, 0 for stuff/void).
 
     Segments (distinct ``(category, instance)`` pairs with category != 0, ordered by best proposal rank;
     stuff proposals of one category merge into one segment), arrays of length N:
@@ -305,6 +306,27 @@ def thing_table(thing_ids: Iterable[int] | np.ndarray | None, num_classes: int) 
     return table
 
 
+def mask_dtype_for(mask_dtype: str | np.dtype | type, num_classes: int, num_proposals: int) -> np.dtype:
+    """The integer dtype of the two label maps: ``"auto"`` the smallest of uint8 / uint16 / int32 that holds
+    every category id (``< num_classes``) and instance id (``<= num_proposals``), else the one named, checked
+    to hold them (uint8 for COCO's 201 ids and K = 50: a quarter of int32's bytes to write and keep)."""
+    need = max(int(num_classes) - 1, int(num_proposals), 0)
+    if isinstance(mask_dtype, str) and mask_dtype == "auto":
+        return np.dtype(np.uint8 if need <= 255 else np.uint16 if need <= 65535 else np.int32)
+    try:
+        dt = np.dtype(mask_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "iu" or dt.itemsize > 8:
+        raise ValueError(f"mask_dtype must be one of {MASK_DTYPES} or an integer dtype, got {mask_dtype!r}")
+    if need > np.iinfo(dt).max:
+        raise ValueError(
+            f"mask_dtype {dt} cannot hold ids up to {need} ({num_classes} classes, {num_proposals} "
+            "proposals); use mask_dtype='auto' or 'int32'"
+        )
+    return dt
+
+
 # ---------------------------------------------------------------------------------------------------------
 # mask head
 
@@ -500,6 +522,7 @@ def decode_panoptic(
     mask_quant: tuple[float, float] | None = None,
     method: str = "fast",
     mask_resolution: str = "full",
+    mask_dtype: str | np.dtype | type = "int32",
 ) -> PanopticDecoding:
     """Panoptic decoding of one image's model outputs.
 
@@ -522,6 +545,9 @@ def decode_panoptic(
             ``"grid2x"`` / ``"grid4x"``: the same on the grid bilinearly upsampled 2x / 4x first (finer
             boundaries for 4x / 16x the merge work). With a grid, ``method`` is unused and ``mask_logits``
             holds the (upsampled) grid cells the output covers.
+        mask_dtype: dtype of ``category_mask`` / ``instance_mask``: ``"int32"`` (default, Model Garden's),
+            ``"uint8"``, ``"uint16"``, or ``"auto"`` (the smallest that holds every id; see
+            :func:`mask_dtype_for`). Segments and areas are the same for every dtype.
 
     Raises:
         ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
@@ -547,6 +573,7 @@ def decode_panoptic(
         mask_quant=mask_quant,
         method=method,
         mask_resolution=mask_resolution,
+        mask_dtype=mask_dtype,
     )
     return decode_planned(plan, heatmap, center_embeddings, mask_features)
 
@@ -572,6 +599,7 @@ class DecodePlan:
     factor: int  # 0: full resolution; else the grid factor
     axes: tuple  # (gy, gx) GridAxis for a grid, else (py, px) AxisPlan
     method: str
+    mask_dtype: np.dtype
 
 
 def plan_decode(
@@ -595,6 +623,7 @@ def plan_decode(
     mask_quant: tuple[float, float] | None = None,
     method: str = "fast",
     mask_resolution: str = "full",
+    mask_dtype: str | np.dtype | type = "int32",
 ) -> DecodePlan:
     """The checks and constants of :func:`decode_panoptic` (same arguments; of the outputs only their
     shapes and dtypes are used) as a :class:`DecodePlan` for :func:`decode_planned`, which checks the values
@@ -652,6 +681,7 @@ def plan_decode(
         factor=factor,
         axes=(gy, gx) if grid else (py, px),
         method=method,
+        mask_dtype=mask_dtype_for(mask_dtype, c, int(num_proposals)),
     )
 
 
@@ -715,12 +745,12 @@ def decode_planned(
         clock.append(perf_counter())
     seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, plan.is_thing)
     clock.append(perf_counter())
-    if len(props):
-        category_mask = merge.paint(cat_lut)
-        instance_mask = merge.paint(inst_lut)
+    if len(props):  # the maps take the luts' dtype (K ids: a negligible cast)
+        category_mask = merge.paint(cat_lut.astype(plan.mask_dtype, copy=False))
+        instance_mask = merge.paint(inst_lut.astype(plan.mask_dtype, copy=False))
     else:
-        category_mask = np.zeros(plan.output_size, dtype=np.int32)
-        instance_mask = np.zeros(plan.output_size, dtype=np.int32)
+        category_mask = np.zeros(plan.output_size, dtype=plan.mask_dtype)
+        instance_mask = np.zeros(plan.output_size, dtype=plan.mask_dtype)
     clock.append(perf_counter())
     return PanopticDecoding(
         category_mask=category_mask,

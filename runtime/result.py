@@ -1,6 +1,7 @@
 """``PanopticResult``: what :meth:`maskconver.runtime.segmenter.Segmenter.segment` returns.
 
-Masks are ``[H, W]`` int32 at the original image resolution (or the 640x640 reference canvas with
+Masks are ``[H, W]`` label maps (uint8 when every id fits, see the Segmenter's ``mask_dtype``; int32 from
+``decode_panoptic`` by default) at the original image resolution (or the 640x640 reference canvas with
 ``output="canvas"``): ``category_mask`` holds category ids (0 = void), ``instance_mask`` the instance id of
 thing pixels (0 for stuff and void). ``segments`` lists one :class:`Segment` per distinct
 (category, instance), best score first, with ids 1..N; :meth:`PanopticResult.panoptic_ids` maps every
@@ -103,8 +104,9 @@ class PanopticResult:
     """Panoptic segmentation of one image.
 
     Attributes:
-        category_mask: int32 ``[H, W]`` category id per pixel (0 = void).
-        instance_mask: int32 ``[H, W]`` instance id per pixel (1.. for things, 0 for stuff/void).
+        category_mask: ``[H, W]`` category id per pixel (0 = void); uint8, uint16 or int32 (the Segmenter's
+            ``mask_dtype``).
+        instance_mask: ``[H, W]`` instance id per pixel (1.. for things, 0 for stuff/void), same dtype.
         segments: list of :class:`Segment`, ids 1..N.
         speed: milliseconds per stage, ``{"preprocess", "inference", "postprocess"}``.
         decode_stages: where ``postprocess`` went, ms: the decoder's stages (``peaks``, ``mask_head``,

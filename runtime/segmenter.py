@@ -39,6 +39,7 @@ from maskconver.runtime.decode import (
     DecodePlan,
     PanopticDecoding,
     decode_planned,
+    mask_dtype_for,
     plan_decode,
 )
 from maskconver.runtime.model_file import ModelFile, read_model_file
@@ -301,6 +302,11 @@ class Segmenter:
             every output pixel takes its cell's labels (Model Garden's hardware-optimised path; blocky
             boundaries, decoding several times cheaper; :mod:`maskconver.runtime.grid_merge`).
             ``"grid2x"`` / ``"grid4x"``: the grid bilinearly upsampled 2x / 4x before that merge.
+        mask_dtype: dtype of the result's ``category_mask`` / ``instance_mask``. ``"auto"`` (default): the
+            smallest unsigned type that holds every id, uint8 for COCO (201 category slots, 50 proposals) as
+            MediaPipe's category masks; a quarter of int32's bytes to write every frame. ``"int32"`` gives
+            Model Garden's dtype; ``"uint8"`` / ``"uint16"`` are checked against the model's ids. Cast
+            before arithmetic that can leave the type's range (``cat * 1000 + inst``).
 
     Not thread-safe: one interpreter per ``Segmenter``; use one ``Segmenter`` per thread.
     """
@@ -313,6 +319,7 @@ class Segmenter:
         delegate: str | Sequence[str] | None = None,
         output: str = "original",
         mask_resolution: str = "full",
+        mask_dtype: str | np.dtype | type = "auto",
     ):
         path = Path(model_path)
         if mask_resolution not in MASK_RESOLUTIONS:
@@ -348,7 +355,9 @@ class Segmenter:
             "overlap_threshold": info.overlap_threshold,
             "small_area_threshold": info.small_area_threshold,
             "canvas_size": tuple(info.canvas_size),
+            "mask_dtype": mask_dtype_for(mask_dtype, info.num_classes, info.num_proposals),
         }
+        self.mask_dtype: np.dtype = self._decode_kwargs["mask_dtype"]
         self._plans: dict[tuple, DecodePlan] = {}  # (mode, mask resolution, image size, valid) -> plan
         self._names = info.labels()
 

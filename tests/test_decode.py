@@ -857,3 +857,41 @@ def test_decode_plan_equals_decode_panoptic_and_refuses_other_outputs():
     bad[0, 1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="heatmap holds 1 NaN"):
         decode_planned(fplan, bad, center, feats)
+
+
+def test_mask_dtype_auto_picks_the_smallest_type_and_checks_named_ones():
+    from maskconver.runtime.decode import mask_dtype_for
+
+    assert mask_dtype_for("auto", 201, 50) == np.uint8
+    assert mask_dtype_for("auto", 256, 255) == np.uint8
+    assert mask_dtype_for("auto", 257, 50) == np.uint16
+    assert mask_dtype_for("auto", 10, 300) == np.uint16
+    assert mask_dtype_for("auto", 70_000, 50) == np.int32
+    assert mask_dtype_for("int32", 201, 50) == np.int32 and mask_dtype_for(np.uint16, 300, 50) == np.uint16
+    with pytest.raises(
+        ValueError, match="mask_dtype uint8 cannot hold ids up to 300 .* use mask_dtype='auto'"
+    ):
+        mask_dtype_for("uint8", 301, 50)
+    with pytest.raises(ValueError, match="mask_dtype must be one of"):
+        mask_dtype_for("float32", 10, 50)
+    with pytest.raises(ValueError, match="mask_dtype must be one of"):
+        mask_dtype_for("nonsense", 10, 50)
+    rng = np.random.default_rng(6)
+    c, d = 5, 8
+    heat = rng.normal(-1, 2, (6, 7, c)).astype(np.float32)
+    emb = rng.standard_normal((6, 7, d)).astype(np.float32)
+    head = _tiny_head(rng, c, d)
+    kw = dict(output_size=(40, 44), thing_ids=(1, 2), overlap_threshold=0.0, small_area_threshold=0.0)
+    for res in ("full", "grid"):
+        ref = decode_panoptic(heat, emb, emb, head, mask_resolution=res, **kw)
+        assert ref.category_mask.dtype == np.int32 and ref.num_segments > 2
+        assert ref.instance_mask.any()
+        small = decode_panoptic(heat, emb, emb, head, mask_resolution=res, mask_dtype="auto", **kw)
+        assert small.category_mask.dtype == small.instance_mask.dtype == np.uint8
+        np.testing.assert_array_equal(small.category_mask, ref.category_mask)
+        np.testing.assert_array_equal(small.instance_mask, ref.instance_mask)
+        np.testing.assert_array_equal(small.segment_areas, ref.segment_areas)
+    empty = decode_panoptic(
+        np.full((6, 7, c), -30.0, np.float32), emb, emb, head, output_size=(8, 9), mask_dtype="auto"
+    )
+    assert empty.category_mask.dtype == np.uint8 and not empty.category_mask.any()

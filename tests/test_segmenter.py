@@ -180,7 +180,7 @@ def segmenters(models):
 
 def _check_square_result(r, shape=(96, 128), box=SQUARE_BOX):
     assert r.category_mask.shape == shape and r.instance_mask.shape == shape
-    assert r.category_mask.dtype == np.int32
+    assert r.category_mask.dtype == r.instance_mask.dtype == np.uint8  # mask_dtype="auto": 3 classes
     assert [s.name for s in r.segments] == ["background", "square"]
     bg, sq = r.segments
     assert (bg.category_id, bg.isthing, bg.instance_id, bg.id) == (2, False, 0, 1)
@@ -378,6 +378,8 @@ def test_segmenter_bad_arguments(models, tmp_path):
         Segmenter(models["int8"], num_threads=0)
     with pytest.raises(ValueError, match="output must be"):
         Segmenter(models["int8"], output="full")
+    with pytest.raises(ValueError, match="mask_dtype must be one of"):
+        Segmenter(models["int8"], mask_dtype="float32")
     plain = tmp_path / "plain.tflite"
     from maskconver.converter.tflite_export import convert_tflite
 
@@ -487,3 +489,22 @@ def test_segmenter_keeps_one_decode_plan_per_output_geometry(segmenters):
     )
     np.testing.assert_array_equal(first.category_mask, want.category_mask)
     np.testing.assert_array_equal(first.instance_mask, want.instance_mask)
+
+
+@pytest.mark.parametrize("masks", ["full", "grid"])
+def test_mask_dtypes_hold_the_same_labels(models, segmenters, masks):
+    """mask_dtype changes only the label maps' dtype: int32 (Model Garden's), uint16 and the default uint8
+    give the same labels and segments."""
+    from maskconver.runtime.segmenter import Segmenter
+
+    img = rtm.square_image(96, 128, SQUARE_BOX)
+    base = segmenters["int8"].segment(img, mask_resolution=masks)
+    assert segmenters["int8"].mask_dtype == np.uint8
+    for dt in ("int32", "uint16", np.int32):
+        seg = Segmenter(models["int8"], num_threads=1, mask_resolution=masks, mask_dtype=dt)
+        r = seg.segment(img)
+        assert r.category_mask.dtype == r.instance_mask.dtype == np.dtype(dt)
+        assert np.array_equal(r.category_mask, base.category_mask)
+        assert np.array_equal(r.instance_mask, base.instance_mask)
+        assert r.segments == base.segments
+        assert np.array_equal(r.panoptic_ids(), base.panoptic_ids())
