@@ -130,6 +130,9 @@ class PanopticDecoding:
     proposal_segment: np.ndarray
     mask_logits: np.ndarray = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    # the segments as Python rows (id, category id, score, area, bbox tuple, instance id): the values of the
+    # segment arrays, kept from their making so a Segmenter builds its Segment objects without converting back
+    segment_rows: list[tuple] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def num_segments(self) -> int:
@@ -393,28 +396,30 @@ def mask_logits(
 
 def _segments(
     classes: np.ndarray, scores: np.ndarray, merge: MergeResult, is_thing: np.ndarray
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Group kept proposals into segments; returns segment arrays and category / instance lookup tables.
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[tuple]]:
+    """Group kept proposals into segments; returns segment arrays, category / instance lookup tables and the
+    segments as Python rows ``(id, category id, score, area, bbox tuple, instance id)``.
 
     ``classes [K]`` int32, ``scores [K]`` float32 (best first); a segment is a distinct ``(category,
     instance)`` pair: each kept thing proposal is one, kept stuff proposals of one category share one."""
     k = classes.shape[0]
     kept = merge.kept
     cat_lut = np.multiply(classes, kept, dtype=np.int32)  # the class where kept, else 0
-    thing = is_thing[cat_lut]
+    thing = is_thing.take(cat_lut)
     thing &= kept
     inst_lut = np.multiply(thing, np.arange(1, k + 1, dtype=np.int32), dtype=np.int32)
     # kept proposals, best first; a kept proposal of the void class 0 paints void pixels and is no segment
     kq = cat_lut.nonzero()[0]
-    # Segments in order of first (best) appearance, grouped with a dict in plain Python: at most K kept
-    # proposals, and only stuff proposals of one category ever share a segment. A joining proposal widens
-    # the box (min / max), adds its area (exact integers) and keeps the higher score.
-    cats, insts = cat_lut[kq].tolist(), inst_lut[kq].tolist()
-    boxes, areas, best = merge.bbox[kq].tolist(), merge.mask_area[kq].tolist(), scores[kq].tolist()
+    # Segments in order of first (best) appearance, grouped with a dict in plain Python on lists of all K
+    # proposals (at most K kept, and only stuff proposals of one category ever share a segment). A joining
+    # proposal widens the box (min / max), adds its area (exact integers) and keeps the higher score.
+    cats, insts = cat_lut.tolist(), inst_lut.tolist()
+    boxes, areas, best = merge.bbox.tolist(), merge.mask_area.tolist(), scores.tolist()
     ids: dict[tuple[int, int], int] = {}
-    heads: list[int] = []  # per segment: its first proposal (index into kq)
+    heads: list[int] = []  # per segment: its first proposal
     seg_of: list[int] = []  # per kept proposal: segment id (1..N)
-    for j, key in enumerate(zip(cats, insts, strict=True)):
+    for j in kq.tolist():
+        key = (cats[j], insts[j])
         sid = ids.get(key)
         if sid is None:
             sid = ids[key] = len(heads)
@@ -430,6 +435,7 @@ def _segments(
     n = len(heads)
     proposal_segment = np.zeros(k, dtype=np.int32)
     proposal_segment[kq] = seg_of
+    rows = [(i, cats[j], best[j], areas[j], tuple(boxes[j]), insts[j]) for i, j in enumerate(heads, 1)]
     seg = {
         "segment_ids": np.arange(1, n + 1, dtype=np.int32),
         "segment_category_ids": np.array([cats[j] for j in heads], dtype=np.int32),
@@ -439,7 +445,7 @@ def _segments(
         "segment_bboxes": np.array([boxes[j] for j in heads], dtype=np.int32).reshape(n, 4),
         "proposal_segment": proposal_segment,
     }
-    return seg, cat_lut, inst_lut
+    return seg, cat_lut, inst_lut, rows
 
 
 def output_plans(
@@ -743,7 +749,7 @@ def decode_planned(
                 logits, props.scores, py, px, small_area, overlap
             )
         clock.append(perf_counter())
-    seg, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, plan.is_thing)
+    seg, cat_lut, inst_lut, rows = _segments(props.classes, props.scores, merge, plan.is_thing)
     clock.append(perf_counter())
     if len(props):  # the maps take the luts' dtype (K ids: a negligible cast)
         category_mask = merge.paint(cat_lut.astype(plan.mask_dtype, copy=False))
@@ -761,5 +767,6 @@ def decode_planned(
         proposal_areas=merge.mask_area,
         mask_logits=logits,
         timings={name: 1000.0 * (b - a) for name, a, b in zip(STAGES, clock[:-1], clock[1:], strict=True)},
+        segment_rows=rows,
         **seg,
     )

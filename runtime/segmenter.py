@@ -346,6 +346,7 @@ class Segmenter:
         self.mask_resolution = mask_resolution
         info = self.info
         self._thing_table = info.is_thing_table()
+        self._thing_list: list[bool] = self._thing_table.tolist()
         self._decode_kwargs = {
             "input_size": tuple(info.input_size),
             "stride": info.stride,
@@ -517,27 +518,20 @@ class Segmenter:
         return decode_planned(plan, heat, center, feats)
 
     def _result(self, dec: PanopticDecoding, image_size, mode: str, image_fn) -> PanopticResult:
-        names, things = self._names, self._thing_table
+        names, things = self._names, self._thing_list
+        nn, nt = len(names), len(things)
         segments = [
             Segment(
                 id=sid,
                 category_id=cid,
-                name=names[cid] if 0 <= cid < len(names) else f"class_{cid}",
-                isthing=bool(things[cid]) if 0 <= cid < len(things) else False,
+                name=names[cid] if 0 <= cid < nn else f"class_{cid}",
+                isthing=things[cid] if 0 <= cid < nt else False,
                 score=score,
                 area=area,
-                bbox=tuple(box),  # type: ignore[arg-type]
+                bbox=box,
                 instance_id=iid,
             )
-            for sid, cid, score, area, box, iid in zip(
-                dec.segment_ids.tolist(),
-                dec.segment_category_ids.tolist(),
-                dec.segment_scores.tolist(),
-                dec.segment_areas.tolist(),
-                dec.segment_bboxes.tolist(),
-                dec.segment_instance_ids.tolist(),
-                strict=True,
-            )
+            for sid, cid, score, area, box, iid in dec.segment_rows
         ]
         return PanopticResult(
             category_mask=dec.category_mask,
