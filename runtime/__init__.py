@@ -16,6 +16,9 @@ _EXPORTS = {
     "Segmenter": "segmenter",
     "DelegateError": "segmenter",
     "decode_panoptic": "decode",
+    "plan_decode": "decode",
+    "decode_planned": "decode",
+    "DecodePlan": "decode",
     "PanopticDecoding": "decode",
     "MASK_RESOLUTIONS": "decode",
     "PanopticResult": "result",
@@ -29,6 +32,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "DecodePlan",
     "DelegateError",
     "LiveSegmenter",
     "MASK_RESOLUTIONS",
@@ -41,11 +45,20 @@ __all__ = [
     "SourceError",
     "VideoSegmenter",
     "decode_panoptic",
+    "decode_planned",
+    "plan_decode",
     "read_model_file",
 ]
 
 if TYPE_CHECKING:
-    from maskconver.runtime.decode import MASK_RESOLUTIONS, PanopticDecoding, decode_panoptic
+    from maskconver.runtime.decode import (
+        MASK_RESOLUTIONS,
+        DecodePlan,
+        PanopticDecoding,
+        decode_panoptic,
+        decode_planned,
+        plan_decode,
+    )
     from maskconver.runtime.model_file import ModelFile, read_model_file
     from maskconver.runtime.result import PanopticResult, Segment
     from maskconver.runtime.segmenter import DelegateError, Segmenter

@@ -66,7 +66,7 @@ import numpy as np
 from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan, resize_bilinear
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
-from maskconver.runtime.peaks import Proposals, dequantize, find_proposals
+from maskconver.runtime.peaks import Proposals, find_proposals
 
 MASK_RESOLUTIONS = ("full", "grid", "grid2x", "grid4x")
 STAGES = ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps")  # PanopticDecoding.timings
@@ -365,6 +365,95 @@ def mask_embeddings(
     return out.astype(np.float32, copy=False)  # float32 also for a float64 mask head given directly
 
 
+@dataclass(frozen=True, eq=False)
+class FoldedHead:
+    """The mask head with the per-model constants folded in (see :func:`fold_mask_head`): the centre
+    embeddings' scale in the first Dense, LayerNorm's mean in its columns, ``sqrt(H)`` in gamma, the mask
+    features' scale in the second Dense."""
+
+    class_embeddings: np.ndarray  # [C, D]
+    center_zero_point: float
+    w0: np.ndarray  # [D, H] s_c * (W0 - row mean of W0)
+    b0: np.ndarray  # [H] b0 - mean(b0)
+    eps: float  # H * epsilon
+    gamma: np.ndarray  # [H] sqrt(H) * gamma
+    beta: np.ndarray  # [H]
+    w1: np.ndarray  # [H, D] s_m * W1
+    b1: np.ndarray  # [D] s_m * b1
+
+
+_FOLDED: dict[tuple, tuple[tuple, FoldedHead]] = {}
+
+
+def fold_mask_head(
+    mh: dict[str, np.ndarray],
+    center_quant: tuple[float, float] | None,
+    mask_quant: tuple[float, float] | None,
+) -> FoldedHead:
+    """:class:`FoldedHead` of a checked mask head for outputs with these quantisations (remembered per
+    mask-head dict). Equal to :func:`mask_embeddings` up to float32 rounding:
+
+    * ``x = s_c (q - zp_c) * e`` -> the scale ``s_c`` moves into ``W0``;
+    * LayerNorm subtracts the row mean of ``y = x W0 + b0``; ``mean(y) = x mean_cols(W0) + mean(b0)``, so
+      ``W0`` and ``b0`` minus their means over the hidden units give the centred ``y`` directly;
+    * ``y / sqrt(mean(y^2) + eps) = sqrt(H) y / sqrt(sum(y^2) + H eps)``: ``sqrt(H)`` moves into gamma;
+    * the mask logits are ``s_m (q_m - zp_m) . emb``: ``s_m`` moves into the second Dense.
+    """
+    arrays = tuple(mh[k] for k in MASK_HEAD_KEYS)
+    key = (tuple(map(id, arrays)), center_quant, mask_quant)
+    hit = _FOLDED.get(key)
+    if hit is not None and all(map(operator.is_, hit[0], arrays)):  # the cache holds them: ids stay unique
+        return hit[1]
+    f64 = {k: v.astype(np.float64) for k, v in mh.items()}
+    s_c, zp_c = center_quant if center_quant is not None else (1.0, 0.0)
+    s_m = mask_quant[0] if mask_quant is not None else 1.0
+    w0, b0 = f64["mlp_dense0_kernel"], f64["mlp_dense0_bias"]
+    hidden = w0.shape[1]
+    folded = FoldedHead(
+        class_embeddings=mh["class_embeddings"],
+        center_zero_point=float(zp_c),
+        w0=(s_c * (w0 - w0.mean(axis=1, keepdims=True))).astype(np.float32),
+        b0=(b0 - b0.mean()).astype(np.float32),
+        eps=float(hidden * LAYER_NORM_EPSILON),
+        gamma=(np.sqrt(hidden) * f64["mlp_norm_gamma"]).astype(np.float32),
+        beta=mh["mlp_norm_beta"],
+        w1=(s_m * f64["mlp_dense1_kernel"]).astype(np.float32),
+        b1=(s_m * f64["mlp_dense1_bias"]).astype(np.float32),
+    )
+    if len(_FOLDED) >= 16:
+        _FOLDED.clear()
+    _FOLDED[key] = (arrays, folded)
+    return folded
+
+
+def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Gathered centre embeddings ``center [K, D]`` (codes or floats, as the plan's outputs), ``classes [K]``
+    -> ``s_m * mask embeddings`` ``[K, D]`` float32 (:class:`FoldedHead`; ``s_m`` = 1 for float features)."""
+    x = np.subtract(center, np.float32(head.center_zero_point), dtype=np.float32, casting="unsafe")
+    x *= head.class_embeddings.take(classes, axis=0)
+    y = x @ head.w0  # [K, H], already centred
+    y += head.b0
+    ss = np.add.reduce(np.square(y), axis=-1, keepdims=True)
+    ss += np.float32(head.eps)
+    y /= np.sqrt(ss, out=ss)
+    y *= head.gamma
+    y += head.beta
+    np.maximum(y, np.float32(0.0), out=y)
+    out = y @ head.w1
+    out += head.b1
+    return out
+
+
+def _scaled_mask_logits(features: np.ndarray, emb_s: np.ndarray, zero_point: float) -> np.ndarray:
+    """``features [h, w, D]`` (codes with ``zero_point``, or floats with 0), ``emb_s [K, D]`` already scaled by
+    the features' scale -> logits ``[h, w, K]`` = ``q @ emb_s^T - zero_point * sum_d emb_s``."""
+    h, w, d = features.shape
+    out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb_s.T
+    if zero_point:
+        out -= np.float32(zero_point) * np.add.reduce(emb_s, axis=1)
+    return out.reshape(h, w, -1)
+
+
 def mask_logits(
     features: np.ndarray, embeddings: np.ndarray, quant: tuple[float, float] | None = None
 ) -> np.ndarray:
@@ -596,6 +685,7 @@ class DecodePlan:
     dtypes: tuple[np.dtype, np.dtype, np.dtype]
     quant: tuple[tuple[float, float] | None, tuple[float, float] | None, tuple[float, float] | None]
     mask_head: dict[str, np.ndarray]
+    head: FoldedHead
     is_thing: np.ndarray
     num_proposals: int
     object_mask_threshold: float
@@ -678,6 +768,7 @@ def plan_decode(
         dtypes=(heat.dtype, center.dtype, feats.dtype),
         quant=(hq, cq, mq),
         mask_head=mh,
+        head=fold_mask_head(mh, cq, mq),
         is_thing=is_thing,
         num_proposals=int(num_proposals),
         object_mask_threshold=float(object_mask_threshold),
@@ -728,12 +819,11 @@ def decode_planned(
         props: Proposals = find_proposals(heat, plan.num_proposals, plan.object_mask_threshold, hq)
         clock.append(perf_counter())
         rows = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
-        rows = rows.astype(np.float32) if cq is None else dequantize(rows, cq)
-        emb = mask_embeddings(rows, props.classes, plan.mask_head)
+        emb = _folded_embeddings(plan.head, rows, props.classes)  # scaled by the features' scale
         clock.append(perf_counter())
         if factor == 1:  # only the cells some output pixel falls into
             feats = feats[gy.take()][:, gx.take()]
-        logits = mask_logits(feats, emb, mq)
+        logits = _scaled_mask_logits(feats, emb, 0.0 if mq is None else mq[1])
         if factor > 1:  # the upsampled grid, up to the last cell the output uses
             py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
             px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from maskconver.runtime.merge import MergeResult, _empty, _keep
+from maskconver.runtime.merge import MergeResult, _empty
 from maskconver.runtime.peaks import sigmoid32
 
 
@@ -109,7 +109,9 @@ def merge_grid(
     # every partial sum of the product is an integer below the exact range: no rounding to undo
     original_area = (weight_row @ positive)[0].astype(np.int64)
     original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
-    kept = _keep(mask_area, original_area, small_area, overlap)
+    # _keep's test; ``mask_area > small_area`` is already in ``original_area > 0`` (zeroed above)
+    kept = original_area > 0
+    kept &= mask_area > overlap * original_area
     bbox = _grid_bbox(win, mask_area.shape[0], gy, gx)
 
     def paint(lut: np.ndarray) -> np.ndarray:

@@ -117,11 +117,15 @@ _TABLE_PIXELS = 1 << 16  # heatmaps with at most this many pixels get per-pixel 
 
 @lru_cache(maxsize=8)
 def _pixel_neighbours(h: int, w: int, c: int) -> np.ndarray:
-    """Flat offsets ``[h*w, 8]`` int64 of the 3x3 neighbours (order of ``_OFFSETS``) of each pixel in an
-    ``[h, w, c]`` array; 0 (the location itself) where the neighbour lies outside the image."""
+    """Flat offsets ``[h*w, 8]`` of the 3x3 neighbours (order of ``_OFFSETS``) of each pixel in an ``[h, w, c]``
+    array; 0 (the location itself) where the neighbour lies outside the image. int16 when the offsets fit
+    (a 32x32 grid's table is 16 KB instead of 64 KB: right after an inference it is not in the cache, and
+    each candidate reads one row of it), else int32 or int64."""
     offsets, row_ok, col_ok = _neighbour_table(h, w, c)
     inside = row_ok[:, None, :] & col_ok[None, :, :]  # [h, w, 8]
-    table = np.where(inside, offsets, 0).reshape(h * w, 8)
+    reach = int(np.abs(offsets).max())
+    dtype = np.int16 if reach < 1 << 15 else np.int32 if reach < 1 << 31 else np.int64
+    table = np.where(inside, offsets, 0).reshape(h * w, 8).astype(dtype)
     table.flags.writeable = False
     return table
 
@@ -138,9 +142,8 @@ def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
     ``_OFFSETS``); a neighbour outside the image is ``idx`` itself."""
     if h * w <= _TABLE_PIXELS:
-        nb = _pixel_neighbours(h, w, c).take(idx // c, axis=0)  # take: cheaper than fancy indexing
-        nb += idx[:, None]
-        return nb
+        # take: cheaper than fancy indexing; the sum with the int64 indices is int64
+        return _pixel_neighbours(h, w, c).take(idx // c, axis=0) + idx[:, None]
     offsets, row_ok, col_ok = _neighbour_table(h, w, c)
     y, x = np.divmod(idx // c, w)
     col = idx[:, None]
@@ -280,8 +283,9 @@ def _ranked(
     else:
         logits = top.astype(np.float32) if quant is None else dequantize(top, quant)
         scores = sigmoid32(logits)
-    valid = scores > np.float32(threshold)
-    if not np.logical_and.reduce(valid):
+    # all valid (the common case): one reduction, no mask
+    if scores.shape[0] and not np.minimum.reduce(scores) > np.float32(threshold):
+        valid = scores > np.float32(threshold)
         idx, logits, scores = idx.compress(valid), logits.compress(valid), scores.compress(valid)
     h, w, c = shape
     pix, classes = np.divmod(idx, c)

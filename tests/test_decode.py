@@ -907,3 +907,30 @@ def test_mask_dtype_auto_picks_the_smallest_type_and_checks_named_ones():
         np.full((6, 7, c), -30.0, np.float32), emb, emb, head, output_size=(8, 9), mask_dtype="auto"
     )
     assert empty.category_mask.dtype == np.uint8 and not empty.category_mask.any()
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_folded_mask_head_equals_the_mlp(quantised):
+    """The per-model folding (centre scale and LayerNorm mean into W0, sqrt(H) into gamma, the features' scale
+    into W1) gives the MLP's embeddings up to float32 rounding, scaled by the features' scale."""
+    from maskconver.runtime.decode import _check_mask_head, _folded_embeddings, fold_mask_head
+
+    rng = np.random.default_rng(11)
+    c, d = 7, 16
+    head = _check_mask_head(_tiny_head(rng, c, d), c, d)
+    classes = rng.integers(0, c, 12).astype(np.int32)
+    if quantised:
+        cq, mq = (0.05, -3.0), (0.02, 7.0)
+        codes = rng.integers(-128, 127, (12, d)).astype(np.int8)
+        rows = (codes.astype(np.float32) - np.float32(cq[1])) * np.float32(cq[0])
+    else:
+        cq = mq = None
+        codes = rows = rng.standard_normal((12, d)).astype(np.float32)
+    folded = fold_mask_head(head, cq, mq)
+    got = _folded_embeddings(folded, codes, classes)
+    want = mask_embeddings(rows, classes, head) * np.float32(1.0 if mq is None else mq[0])
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
+    assert fold_mask_head(head, cq, mq) is folded  # remembered for the same arrays and quantisation
+    other = dict(head, mlp_norm_beta=head["mlp_norm_beta"] + np.float32(1))
+    assert fold_mask_head(other, cq, mq) is not folded
+    assert fold_mask_head(head, None if cq else (0.1, 0.0), mq) is not folded
