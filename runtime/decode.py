@@ -58,7 +58,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, ContextDecorator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from time import perf_counter
 
@@ -117,12 +117,9 @@ class PanopticDecoding:
 
     category_mask: np.ndarray
     instance_mask: np.ndarray
-    segment_ids: np.ndarray
-    segment_category_ids: np.ndarray
-    segment_instance_ids: np.ndarray
-    segment_scores: np.ndarray
-    segment_areas: np.ndarray
-    segment_bboxes: np.ndarray
+    # the segments as Python rows ``(id, category id, score, area, (x0, y0, x1, y1), instance id)``; the
+    # segment arrays are made from them on first use (a Segmenter builds its Segment objects from the rows)
+    segment_rows: list[tuple]
     proposal_classes: np.ndarray
     proposal_scores: np.ndarray
     proposal_yx: np.ndarray
@@ -130,13 +127,64 @@ class PanopticDecoding:
     proposal_segment: np.ndarray
     mask_logits: np.ndarray = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
-    # the segments as Python rows (id, category id, score, area, bbox tuple, instance id): the values of the
-    # segment arrays, kept from their making so a Segmenter builds its Segment objects without converting back
-    segment_rows: list[tuple] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def num_segments(self) -> int:
-        return int(self.segment_ids.shape[0])
+        return len(self.segment_rows)
+
+    @cached_property
+    def _segment_arrays(self) -> dict[str, np.ndarray]:
+        return segment_arrays(self.segment_rows)
+
+    @property
+    def segment_ids(self) -> np.ndarray:
+        return self._segment_arrays["segment_ids"]
+
+    @property
+    def segment_category_ids(self) -> np.ndarray:
+        return self._segment_arrays["segment_category_ids"]
+
+    @property
+    def segment_instance_ids(self) -> np.ndarray:
+        return self._segment_arrays["segment_instance_ids"]
+
+    @property
+    def segment_scores(self) -> np.ndarray:
+        return self._segment_arrays["segment_scores"]
+
+    @property
+    def segment_areas(self) -> np.ndarray:
+        return self._segment_arrays["segment_areas"]
+
+    @property
+    def segment_bboxes(self) -> np.ndarray:
+        return self._segment_arrays["segment_bboxes"]
+
+
+SEGMENT_ARRAYS = (
+    "segment_ids",
+    "segment_category_ids",
+    "segment_scores",
+    "segment_areas",
+    "segment_bboxes",
+    "segment_instance_ids",
+)
+
+
+def segment_arrays(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """Segment rows ``(id, category id, score, area, bbox, instance id)`` -> the arrays of
+    :class:`PanopticDecoding`: ids / category ids / instance ids int32 ``[N]``, scores float32, areas int64,
+    bboxes int32 ``[N, 4]``."""
+    n = len(rows)
+    cols = list(zip(*rows, strict=True)) if n else [()] * 6
+    return {
+        "segment_ids": np.array(cols[0], dtype=np.int32).reshape(n),
+        "segment_category_ids": np.array(cols[1], dtype=np.int32).reshape(n),
+        "segment_scores": np.array(cols[2], dtype=np.float32).reshape(n),
+        "segment_areas": np.array(cols[3], dtype=np.int64).reshape(n),
+        "segment_bboxes": np.array(cols[4], dtype=np.int32).reshape(n, 4),
+        "segment_instance_ids": np.array(cols[5], dtype=np.int32).reshape(n),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -485,9 +533,10 @@ def mask_logits(
 
 def _segments(
     classes: np.ndarray, scores: np.ndarray, merge: MergeResult, is_thing: np.ndarray
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[tuple]]:
-    """Group kept proposals into segments; returns segment arrays, category / instance lookup tables and the
-    segments as Python rows ``(id, category id, score, area, bbox tuple, instance id)``.
+) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+    """Group kept proposals into segments: the segment rows ``(id, category id, score, area, bbox tuple,
+    instance id)`` (see :func:`segment_arrays`), ``proposal_segment [K]`` int32 (segment id, 0 = dropped) and
+    the category / instance lookup tables ``[K]`` int32.
 
     ``classes [K]`` int32, ``scores [K]`` float32 (best first); a segment is a distinct ``(category,
     instance)`` pair: each kept thing proposal is one, kept stuff proposals of one category share one."""
@@ -521,20 +570,11 @@ def _segments(
             if best[j] > best[h]:
                 best[h] = best[j]
         seg_of.append(sid + 1)
-    n = len(heads)
     proposal_segment = np.zeros(k, dtype=np.int32)
     proposal_segment[kq] = seg_of
+    # scores as float32 values (what the float32 score array holds; they came from one)
     rows = [(i, cats[j], best[j], areas[j], tuple(boxes[j]), insts[j]) for i, j in enumerate(heads, 1)]
-    seg = {
-        "segment_ids": np.arange(1, n + 1, dtype=np.int32),
-        "segment_category_ids": np.array([cats[j] for j in heads], dtype=np.int32),
-        "segment_instance_ids": np.array([insts[j] for j in heads], dtype=np.int32),
-        "segment_scores": np.array([best[j] for j in heads], dtype=np.float32),
-        "segment_areas": np.array([areas[j] for j in heads], dtype=np.int64),
-        "segment_bboxes": np.array([boxes[j] for j in heads], dtype=np.int32).reshape(n, 4),
-        "proposal_segment": proposal_segment,
-    }
-    return seg, cat_lut, inst_lut, rows
+    return rows, proposal_segment, cat_lut, inst_lut
 
 
 def output_plans(
@@ -839,7 +879,7 @@ def decode_planned(
                 logits, props.scores, py, px, small_area, overlap
             )
         clock.append(perf_counter())
-    seg, cat_lut, inst_lut, rows = _segments(props.classes, props.scores, merge, plan.is_thing)
+    rows, proposal_segment, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, plan.is_thing)
     clock.append(perf_counter())
     if len(props):  # the maps take the luts' dtype (K ids: a negligible cast)
         category_mask = merge.paint(cat_lut.astype(plan.mask_dtype, copy=False))
@@ -858,5 +898,5 @@ def decode_planned(
         mask_logits=logits,
         timings={name: 1000.0 * (b - a) for name, a, b in zip(STAGES, clock[:-1], clock[1:], strict=True)},
         segment_rows=rows,
-        **seg,
+        proposal_segment=proposal_segment,
     )

@@ -728,7 +728,7 @@ def _segments_reference(classes, scores, merge, is_thing):
 def test_segments_group_kept_proposals_like_the_reference(seed):
     # random kept sets with several stuff proposals per category (merged segments), void-class proposals,
     # zero boxes and more than 255 proposals
-    from maskconver.runtime.decode import _segments
+    from maskconver.runtime.decode import _segments, segment_arrays
     from maskconver.runtime.merge import MergeResult
 
     rng = np.random.default_rng(seed)
@@ -743,26 +743,16 @@ def test_segments_group_kept_proposals_like_the_reference(seed):
         box[area == 0] = 0
         merge = MergeResult(area, area, rng.random(k) < 0.6, box)
         is_thing = rng.random(c) < 0.5
-        seg, cat_lut, inst_lut, rows = _segments(classes, scores, merge, is_thing)
+        rows, proposal_segment, cat_lut, inst_lut = _segments(classes, scores, merge, is_thing)
+        seg = {**segment_arrays(rows), "proposal_segment": proposal_segment}
         want = _segments_reference(classes, scores, merge, is_thing)
         assert seg.keys() == want.keys()
+        assert all(float(np.float32(r[2])) == r[2] for r in rows)  # scores are float32 values
         for key, value in want.items():
             assert seg[key].dtype == value.dtype and seg[key].shape == value.shape, key
             np.testing.assert_array_equal(seg[key], value, err_msg=key)
         np.testing.assert_array_equal(cat_lut, np.where(merge.kept, classes, 0))
         assert cat_lut.dtype == np.int32 and inst_lut.dtype == np.int32
-        # the Python rows hold the very values of the arrays
-        assert rows == list(
-            zip(
-                seg["segment_ids"].tolist(),
-                seg["segment_category_ids"].tolist(),
-                seg["segment_scores"].tolist(),
-                seg["segment_areas"].tolist(),
-                map(tuple, seg["segment_bboxes"].tolist()),
-                seg["segment_instance_ids"].tolist(),
-                strict=True,
-            )
-        )
         np.testing.assert_array_equal(
             inst_lut, np.where(merge.kept & is_thing[classes], np.arange(1, k + 1), 0)
         )
