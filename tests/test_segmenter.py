@@ -508,3 +508,19 @@ def test_mask_dtypes_hold_the_same_labels(models, segmenters, masks):
         assert np.array_equal(r.instance_mask, base.instance_mask)
         assert r.segments == base.segments
         assert np.array_equal(r.panoptic_ids(), base.panoptic_ids())
+
+
+def test_segment_from_values_equals_the_dataclass():
+    from maskconver.runtime.result import Segment
+
+    args = dict(
+        id=3, category_id=7, name="cat", isthing=True, score=0.5, area=12, bbox=(1, 2, 3, 4), instance_id=2
+    )
+    fast = Segment._from_values(*args.values())
+    slow = Segment(**args)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert fast.to_dict() == slow.to_dict()
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.area = 5  # type: ignore[misc]
