@@ -287,8 +287,9 @@ def _checked_mask_head(
     mask_head: Mapping[str, np.ndarray], num_classes: int, dim: int
 ) -> dict[str, np.ndarray]:
     """:func:`_check_mask_head`, remembered for the same array objects (a Segmenter passes the same
-    mask head every frame; the cache holds references, so the ids stay unique). Arrays changed in place
-    after a first decode are not checked again."""
+    mask head every frame; the cache holds references, so the ids stay unique). Mask heads are treated as
+    immutable: arrays changed in place after a first decode are neither checked nor folded again (a
+    ModelFile's are read-only); pass new arrays instead."""
     arrays = tuple(map(mask_head.get, MASK_HEAD_KEYS)) if isinstance(mask_head, Mapping) else ()
     key = (tuple(map(id, arrays)), num_classes, dim)
     hit = _MASK_HEADS.get(key)
@@ -426,8 +427,8 @@ class FoldedHead:
     eps: float  # H * epsilon
     gamma: np.ndarray  # [H] sqrt(H) * gamma
     beta: np.ndarray  # [H]
-    w1: np.ndarray  # [H, D] s_m * W1
-    b1: np.ndarray  # [D] s_m * b1
+    w1: np.ndarray  # [H, D + 1] s_m * W1, and a last column -zp_m * s_m * W1 summed over D
+    b1: np.ndarray  # [D + 1] s_m * b1, and -zp_m * s_m * sum(b1)
 
 
 _FOLDED: dict[tuple, tuple[tuple, FoldedHead]] = {}
@@ -439,13 +440,18 @@ def fold_mask_head(
     mask_quant: tuple[float, float] | None,
 ) -> FoldedHead:
     """:class:`FoldedHead` of a checked mask head for outputs with these quantisations (remembered per
-    mask-head dict). Equal to :func:`mask_embeddings` up to float32 rounding:
+    array objects and quantisation; mask heads are treated as immutable, see :func:`_checked_mask_head`).
+    Equal to :func:`mask_embeddings` up to float32 rounding (relative 1e-6 for trained heads; the folded
+    LayerNorm mean loses digits only when the first Dense's columns share an offset much larger than their
+    spread):
 
     * ``x = s_c (q - zp_c) * e`` -> the scale ``s_c`` moves into ``W0``;
     * LayerNorm subtracts the row mean of ``y = x W0 + b0``; ``mean(y) = x mean_cols(W0) + mean(b0)``, so
       ``W0`` and ``b0`` minus their means over the hidden units give the centred ``y`` directly;
     * ``y / sqrt(mean(y^2) + eps) = sqrt(H) y / sqrt(sum(y^2) + H eps)``: ``sqrt(H)`` moves into gamma;
-    * the mask logits are ``s_m (q_m - zp_m) . emb``: ``s_m`` moves into the second Dense.
+    * the mask logits are ``s_m (q_m - zp_m) . emb = q_m . (s_m emb) - zp_m sum_d (s_m emb)``: ``s_m`` moves
+      into the second Dense, and the zero-point term, linear in the hidden units, becomes one more output
+      column of it (``-zp_m s_m`` times the row sums of ``W1`` and the sum of ``b1``).
     """
     arrays = tuple(mh[k] for k in MASK_HEAD_KEYS)
     key = (tuple(map(id, arrays)), center_quant, mask_quant)
@@ -454,8 +460,9 @@ def fold_mask_head(
         return hit[1]
     f64 = {k: v.astype(np.float64) for k, v in mh.items()}
     s_c, zp_c = center_quant if center_quant is not None else (1.0, 0.0)
-    s_m = mask_quant[0] if mask_quant is not None else 1.0
+    s_m, zp_m = mask_quant if mask_quant is not None else (1.0, 0.0)
     w0, b0 = f64["mlp_dense0_kernel"], f64["mlp_dense0_bias"]
+    w1, b1 = s_m * f64["mlp_dense1_kernel"], s_m * f64["mlp_dense1_bias"]
     hidden = w0.shape[1]
     folded = FoldedHead(
         class_embeddings=mh["class_embeddings"],
@@ -465,8 +472,8 @@ def fold_mask_head(
         eps=float(hidden * LAYER_NORM_EPSILON),
         gamma=(np.sqrt(hidden) * f64["mlp_norm_gamma"]).astype(np.float32),
         beta=mh["mlp_norm_beta"],
-        w1=(s_m * f64["mlp_dense1_kernel"]).astype(np.float32),
-        b1=(s_m * f64["mlp_dense1_bias"]).astype(np.float32),
+        w1=np.concatenate([w1, -zp_m * w1.sum(axis=1, keepdims=True)], axis=1).astype(np.float32),
+        b1=np.append(b1, -zp_m * b1.sum()).astype(np.float32),
     )
     if len(_FOLDED) >= 16:
         _FOLDED.clear()
@@ -476,7 +483,8 @@ def fold_mask_head(
 
 def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Gathered centre embeddings ``center [K, D]`` (codes or floats, as the plan's outputs), ``classes [K]``
-    -> ``s_m * mask embeddings`` ``[K, D]`` float32 (:class:`FoldedHead`; ``s_m`` = 1 for float features)."""
+    -> ``[K, D + 1]`` float32: ``s_m * mask embeddings`` and, last, the zero-point term ``-zp_m * s_m * sum_d
+    emb`` (:class:`FoldedHead`; ``s_m`` = 1, ``zp_m`` = 0 for float features)."""
     x = np.subtract(center, np.float32(head.center_zero_point), dtype=np.float32, casting="unsafe")
     x *= head.class_embeddings.take(classes, axis=0)
     y = x @ head.w0  # [K, H], already centred
@@ -492,13 +500,12 @@ def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray
     return out
 
 
-def _scaled_mask_logits(features: np.ndarray, emb_s: np.ndarray, zero_point: float) -> np.ndarray:
-    """``features [h, w, D]`` (codes with ``zero_point``, or floats with 0), ``emb_s [K, D]`` already scaled by
-    the features' scale -> logits ``[h, w, K]`` = ``q @ emb_s^T - zero_point * sum_d emb_s``."""
+def _scaled_mask_logits(features: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """``features [h, w, D]`` (codes or floats), ``emb [K, D + 1]`` of :func:`_folded_embeddings` -> logits
+    ``[h, w, K]`` = ``q @ emb[:, :D]^T + emb[:, D]`` (the zero-point term)."""
     h, w, d = features.shape
-    out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb_s.T
-    if zero_point:
-        out -= np.float32(zero_point) * np.add.reduce(emb_s, axis=1)
+    out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb[:, :d].T
+    out += emb[:, d]
     return out.reshape(h, w, -1)
 
 
@@ -828,8 +835,13 @@ def plan_decode(
 
 
 def _planned_output(x: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
-    """``x`` ``[1, h, w, C]`` or ``[h, w, C]`` as the plan's unbatched ``shape`` and ``dtype``, else an error."""
-    if x.ndim == 4 and x.shape[0] == 1:
+    """``x`` ``[1, h, w, C]`` or ``[h, w, C]`` (any array-like) as the plan's unbatched ``shape`` and ``dtype``,
+    else an error."""
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"{name} has batch size {x.shape[0]}; decode one image at a time ([1, h, w, C])")
         x = x[0]
     if x.shape != shape or x.dtype != dtype:
         raise ValueError(
@@ -868,7 +880,7 @@ def decode_planned(
         clock.append(perf_counter())
         if factor == 1:  # only the cells some output pixel falls into
             feats = feats[gy.take()][:, gx.take()]
-        logits = _scaled_mask_logits(feats, emb, 0.0 if mq is None else mq[1])
+        logits = _scaled_mask_logits(feats, emb)
         if factor > 1:  # the upsampled grid, up to the last cell the output uses
             py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
             px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)

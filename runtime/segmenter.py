@@ -16,8 +16,9 @@ Pipeline of :meth:`Segmenter.segment` (timed separately, in milliseconds):
 
 * preprocess: :func:`maskconver.runtime.preprocess.as_rgb_uint8` and the reference letterbox;
 * inference: set input, invoke, read the three outputs (int8 outputs stay int8);
-* postprocess: :func:`maskconver.runtime.decode.decode_panoptic` with each output's quantisation
-  ``(scale, zero_point)``, then the :class:`PanopticResult`.
+* postprocess: :func:`maskconver.runtime.decode.decode_planned` with a plan made once per output geometry by
+  :func:`maskconver.runtime.decode.plan_decode` (each output's quantisation ``(scale, zero_point)``; together
+  they are :func:`~maskconver.runtime.decode.decode_panoptic`), then the :class:`PanopticResult`.
 """
 
 from __future__ import annotations
@@ -358,7 +359,6 @@ class Segmenter:
             "canvas_size": tuple(info.canvas_size),
             "mask_dtype": mask_dtype_for(mask_dtype, info.num_classes, info.num_proposals),
         }
-        self.mask_dtype: np.dtype = self._decode_kwargs["mask_dtype"]
         self._plans: dict[tuple, DecodePlan] = {}  # (mode, mask resolution, image size, valid) -> plan
         self._names = info.labels()
 
@@ -384,6 +384,11 @@ class Segmenter:
         return list(self._notes)
 
     @property
+    def mask_dtype(self) -> np.dtype:
+        """The dtype of the results' label maps (fixed at construction: make another Segmenter to change it)."""
+        return self._decode_kwargs["mask_dtype"]
+
+    @property
     def config(self) -> dict[str, Any]:
         """The effective settings: model, backend, delegate, threads, sizes, decoding thresholds."""
         info = self.info
@@ -395,6 +400,7 @@ class Segmenter:
             "num_threads": self.num_threads,
             "output": self.output,
             "mask_resolution": self.mask_resolution,
+            "mask_dtype": str(self.mask_dtype),
             "input_size": tuple(info.input_size),
             "input_dtype": info.input_dtype,
             "canvas_size": tuple(info.canvas_size),
@@ -493,7 +499,8 @@ class Segmenter:
 
     def _decode(self, outs, image_size, valid, mode: str, mask_resolution: str) -> PanopticDecoding:
         (heat, hq), (center, cq), (feats, mq) = (outs[n] for n in OUTPUT_NAMES)
-        key = (mode, mask_resolution, image_size, valid)
+        # canvas mode: the same output whatever the image, so one plan
+        key = (mode, mask_resolution, image_size, valid) if mode == "original" else (mode, mask_resolution)
         plan = self._plans.get(key)
         if plan is None:  # checks and constants once per output geometry (a video has one)
             if mode == "original":

@@ -854,6 +854,13 @@ def test_decode_plan_equals_decode_panoptic_and_refuses_other_outputs():
         decode_planned(plan, np.zeros((6, 8, c), np.int8), center, feats)
     with pytest.raises(ValueError, match="mask_features is uint8 .* make a new plan with plan_decode"):
         decode_planned(plan, heat, center, feats.view(np.uint8))
+    # array-likes are taken as np.asarray takes them; a batch of two is refused as before
+    fl = [a.astype(np.float64) * 0.05 for a in (heat, center, feats)]
+    fkw = {**kw, "heatmap_quant": None, "center_quant": None, "mask_quant": None}
+    as_lists = decode_panoptic(*(a.tolist() for a in fl), head, **fkw)
+    np.testing.assert_array_equal(as_lists.category_mask, decode_panoptic(*fl, head, **fkw).category_mask)
+    with pytest.raises(ValueError, match="heatmap has batch size 2; decode one image at a time"):
+        decode_planned(plan, np.concatenate([heat, heat]), center, feats)
     fplan = plan_decode(heat.astype(np.float32), center, feats, head, **{**kw, "heatmap_quant": None})
     bad = heat.astype(np.float32)
     bad[0, 1, 2, 3] = np.nan
@@ -919,7 +926,23 @@ def test_folded_mask_head_equals_the_mlp(quantised):
     folded = fold_mask_head(head, cq, mq)
     got = _folded_embeddings(folded, codes, classes)
     want = mask_embeddings(rows, classes, head) * np.float32(1.0 if mq is None else mq[0])
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
+    assert got.shape == (12, d + 1)
+    np.testing.assert_allclose(got[:, :d], want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
+    # the last column is the zero-point term of the mask logits, -zp * sum_d (s_m emb)
+    zp_term = -(0.0 if mq is None else mq[1]) * want.astype(np.float64).sum(axis=1)
+    np.testing.assert_allclose(
+        got[:, d], zp_term, rtol=1e-4, atol=1e-4 * float(np.abs(want).sum(axis=1).max())
+    )
+    # and the logits on codes equal the MLP's embeddings dotted with the dequantised features
+    from maskconver.runtime.decode import _scaled_mask_logits
+
+    feats = rng.integers(-128, 127, (3, 4, d)).astype(np.int8)
+    deq = feats.astype(np.float32) - np.float32(0.0 if mq is None else mq[1])
+    want_logits = mask_logits(deq, want)
+    got_logits = _scaled_mask_logits(feats, got)
+    np.testing.assert_allclose(
+        got_logits, want_logits, rtol=1e-4, atol=1e-4 * float(np.abs(want_logits).max())
+    )
     assert fold_mask_head(head, cq, mq) is folded  # remembered for the same arrays and quantisation
     other = dict(head, mlp_norm_beta=head["mlp_norm_beta"] + np.float32(1))
     assert fold_mask_head(other, cq, mq) is not folded

@@ -473,7 +473,8 @@ def test_segmenter_keeps_one_decode_plan_per_output_geometry(segmenters):
     assert np.array_equal(first.category_mask, again.category_mask)
     seg.segment(rtm.square_image(80, 128, SQUARE_BOX), mask_resolution="grid")
     seg.segment(img, output="canvas", mask_resolution="grid")
-    assert len(seg._plans) == 3
+    seg.segment(rtm.square_image(80, 128, SQUARE_BOX), output="canvas", mask_resolution="grid")
+    assert len(seg._plans) == 3  # canvas mode: one plan whatever the image size
     started = seg._start(img)
     outs = [started.outputs[n] for n in ("heatmap", "center_embeddings", "mask_features")]
     want = decode_panoptic(
@@ -499,7 +500,12 @@ def test_mask_dtypes_hold_the_same_labels(models, segmenters, masks):
 
     img = rtm.square_image(96, 128, SQUARE_BOX)
     base = segmenters["int8"].segment(img, mask_resolution=masks)
-    assert segmenters["int8"].mask_dtype == np.uint8
+    assert segmenters["int8"].mask_dtype == np.uint8 and segmenters["int8"].config["mask_dtype"] == "uint8"
+    with pytest.raises(AttributeError):
+        segmenters["int8"].mask_dtype = np.dtype(np.int32)  # fixed at construction
+    head = segmenters["int8"].model_file.mask_head
+    with pytest.raises(ValueError, match="read-only"):
+        head["mlp_dense0_kernel"][0, 0] = 1.0  # cached plans fold these arrays: writes must not go stale
     for dt in ("int32", "uint16", np.int32):
         seg = Segmenter(models["int8"], num_threads=1, mask_resolution=masks, mask_dtype=dt)
         r = seg.segment(img)
