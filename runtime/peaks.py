@@ -296,12 +296,11 @@ def find_proposals(
             part.partition(sample.size - rank)
             part = part[sample.size - rank]
             cut = max(part, t_floor) if setup.quant is None else max(int(part), t_floor)
-        idx = (flat >= cut).nonzero()[0]
-        is_peak = _peaks(flat, idx, h, w, c, setup.neighbours)
-        if cut == t_floor or np.count_nonzero(is_peak) >= k:
+        cand = (flat >= cut).nonzero()[0]
+        idx = cand.compress(_peaks(flat, cand, h, w, c, setup.neighbours))
+        if cut == t_floor or idx.shape[0] >= k:
             break
         want *= 4
-    idx = idx.compress(is_peak)
     return _ranked(idx, flat.take(idx), setup)
 
 
