@@ -269,7 +269,17 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     """Raise ValueError if the float array ``x`` (any shape) holds NaN or +-inf (integer codes always pass).
 
     Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
-    if x.dtype.kind != "f" or np.logical_and.reduce(np.isfinite(x), axis=None):
+    if x.dtype.kind != "f":
+        return
+    if x.dtype.itemsize >= 4 and x.flags.c_contiguous:
+        # x . x is finite only if every value is (NaN and inf propagate through the BLAS dot, which reads x
+        # once: 1.5x faster than isfinite + all); an overflow of finite values only sends us to the exact test
+        flat = x.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            square_sum = np.dot(flat, flat)
+        if math.isfinite(square_sum):
+            return
+    if np.logical_and.reduce(np.isfinite(x), axis=None):
         return
     bad = ~np.isfinite(x)
     first = tuple(int(i) for i in np.argwhere(bad)[0])

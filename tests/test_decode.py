@@ -947,3 +947,22 @@ def test_folded_mask_head_equals_the_mlp(quantised):
     other = dict(head, mlp_norm_beta=head["mlp_norm_beta"] + np.float32(1))
     assert fold_mask_head(other, cq, mq) is not folded
     assert fold_mask_head(head, None if cq else (0.1, 0.0), mq) is not folded
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_finite_check_catches_every_non_finite_value_and_passes_huge_finite_ones(dtype):
+    from maskconver.runtime.decode import _check_finite
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 7, 9)).astype(dtype)
+    _check_finite(x, "x")
+    _check_finite(
+        np.full((6, 7, 9), np.finfo(dtype).max, dtype), "huge"
+    )  # the square sum overflows: no error
+    for layout in (lambda a: a, np.asfortranarray, lambda a: a[:, ::2]):
+        for value in (np.nan, np.inf, -np.inf):
+            y = layout(x.copy())
+            y[2, 3, 4] = value
+            with pytest.raises(ValueError, match=r"^y holds .*first at index \(2, 3, 4\)"):
+                _check_finite(y, "y")
