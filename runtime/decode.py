@@ -439,6 +439,7 @@ class FoldedHead:
     beta: np.ndarray  # [H]
     w1: np.ndarray  # [H, D + 1] s_m * W1, and a last column -zp_m * s_m * W1 summed over D
     b1: np.ndarray  # [D + 1] s_m * b1, and -zp_m * s_m * sum(b1)
+    mask_zero_point: bool  # zp_m != 0: the last column is not all zeros
 
 
 _FOLDED: dict[tuple, tuple[tuple, FoldedHead]] = {}
@@ -484,6 +485,7 @@ def fold_mask_head(
         beta=mh["mlp_norm_beta"],
         w1=np.concatenate([w1, -zp_m * w1.sum(axis=1, keepdims=True)], axis=1).astype(np.float32),
         b1=np.append(b1, -zp_m * b1.sum()).astype(np.float32),
+        mask_zero_point=bool(zp_m),
     )
     if len(_FOLDED) >= 16:
         _FOLDED.clear()
@@ -510,12 +512,14 @@ def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray
     return out
 
 
-def _scaled_mask_logits(features: np.ndarray, emb: np.ndarray) -> np.ndarray:
+def _scaled_mask_logits(features: np.ndarray, emb: np.ndarray, zero_point: bool = True) -> np.ndarray:
     """``features [h, w, D]`` (codes or floats), ``emb [K, D + 1]`` of :func:`_folded_embeddings` -> logits
-    ``[h, w, K]`` = ``q @ emb[:, :D]^T + emb[:, D]`` (the zero-point term)."""
+    ``[h, w, K]`` = ``q @ emb[:, :D]^T + emb[:, D]`` (the zero-point term; skipped when ``zero_point`` is
+    False, i.e. the features have none and the column is zeros)."""
     h, w, d = features.shape
     out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb[:, :d].T
-    out += emb[:, d]
+    if zero_point:
+        out += emb[:, d]
     return out.reshape(h, w, -1)
 
 
@@ -890,7 +894,7 @@ def decode_planned(
         clock.append(perf_counter())
         if factor == 1:  # only the cells some output pixel falls into
             feats = feats[gy.take()][:, gx.take()]
-        logits = _scaled_mask_logits(feats, emb)
+        logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
         if factor > 1:  # the upsampled grid, up to the last cell the output uses
             py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
             px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)
