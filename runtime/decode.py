@@ -657,6 +657,9 @@ def _grid_axes(feature_size, output_size, valid_size, input_size) -> tuple[GridA
     return gy, gx, cy * cx
 
 
+_OUTPUT_ARGUMENTS = ("heatmap", "center_embeddings", "mask_features", "mask_head")
+
+
 def decode_panoptic(
     heatmap: np.ndarray,
     center_embeddings: np.ndarray,
@@ -709,28 +712,9 @@ def decode_panoptic(
         ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
             (the message names the array), or mask logits that overflow float32.
     """
-    plan = plan_decode(
-        heatmap,
-        center_embeddings,
-        mask_features,
-        mask_head,
-        output_size=output_size,
-        valid_size=valid_size,
-        input_size=input_size,
-        stride=stride,
-        thing_ids=thing_ids,
-        num_proposals=num_proposals,
-        object_mask_threshold=object_mask_threshold,
-        overlap_threshold=overlap_threshold,
-        small_area_threshold=small_area_threshold,
-        canvas_size=canvas_size,
-        heatmap_quant=heatmap_quant,
-        center_quant=center_quant,
-        mask_quant=mask_quant,
-        method=method,
-        mask_resolution=mask_resolution,
-        mask_dtype=mask_dtype,
-    )
+    # every keyword argument as given (locals() holds exactly the parameters here), to plan_decode
+    settings = {k: v for k, v in locals().items() if k not in _OUTPUT_ARGUMENTS}
+    plan = plan_decode(heatmap, center_embeddings, mask_features, mask_head, **settings)
     return decode_planned(plan, heatmap, center_embeddings, mask_features)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +43,12 @@ class Segment:
     instance_id: int = 0
 
     @classmethod
-    def _from_values(
-        cls,
-        sid: int,
-        category_id: int,
-        name: str,
-        isthing: bool,
-        score: float,
-        area: int,
-        bbox: tuple[int, int, int, int],
-        instance_id: int,
-    ) -> Segment:
-        """A Segment from values already of the field types (the Segmenter's per-frame path): the frozen
-        dataclass's ``__init__`` sets each field through ``object.__setattr__``; this fills the instance
-        dict at once, about 4x faster. The result equals ``Segment(...)`` of the same values."""
+    def _from_values(cls, *values: Any) -> Segment:
+        """A Segment from the field values in field order, already of the field types (the Segmenter's
+        per-frame path): the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+        this fills the instance dict at once, about 4x faster. Equal to ``Segment(*values)``."""
         seg = object.__new__(cls)
-        seg.__dict__.update(
-            id=sid,
-            category_id=category_id,
-            name=name,
-            isthing=isthing,
-            score=score,
-            area=area,
-            bbox=bbox,
-            instance_id=instance_id,
-        )
+        seg.__dict__.update(zip(_SEGMENT_FIELDS, values, strict=True))
         return seg
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +62,9 @@ class Segment:
             "bbox": list(self.bbox),
             "instance_id": self.instance_id,
         }
+
+
+_SEGMENT_FIELDS = tuple(f.name for f in fields(Segment))
 
 
 def panoptic_id_map(

@@ -966,3 +966,13 @@ def test_finite_check_catches_every_non_finite_value_and_passes_huge_finite_ones
             y[2, 3, 4] = value
             with pytest.raises(ValueError, match=r"^y holds .*first at index \(2, 3, 4\)"):
                 _check_finite(y, "y")
+
+
+def test_decode_panoptic_and_plan_decode_take_the_same_settings():
+    """decode_panoptic forwards its keyword arguments to plan_decode: the two signatures must stay equal."""
+    import inspect
+
+    a = inspect.signature(decode_panoptic).parameters
+    b = inspect.signature(plan_decode).parameters
+    assert list(a) == list(b)
+    assert all(a[k].default == b[k].default and a[k].kind == b[k].kind for k in a)
