@@ -55,10 +55,10 @@ from __future__ import annotations
 import ctypes
 import math
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, ContextDecorator
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from time import perf_counter
 
@@ -118,8 +118,9 @@ class PanopticDecoding:
     category_mask: np.ndarray
     instance_mask: np.ndarray
     # the segments as Python rows ``(id, category id, score, area, (x0, y0, x1, y1), instance id)``; the
-    # segment arrays are made from them on first use (a Segmenter builds its Segment objects from the rows)
-    segment_rows: list[tuple]
+    # segment arrays are made from them on first use (a Segmenter builds its Segment objects from the rows),
+    # and again whenever ``segment_rows`` is given another tuple
+    segment_rows: tuple[tuple, ...]
     proposal_classes: np.ndarray
     proposal_scores: np.ndarray
     proposal_yx: np.ndarray
@@ -132,9 +133,12 @@ class PanopticDecoding:
     def num_segments(self) -> int:
         return len(self.segment_rows)
 
-    @cached_property
+    @property
     def _segment_arrays(self) -> dict[str, np.ndarray]:
-        return segment_arrays(self.segment_rows)
+        made = self.__dict__.get("_made_from")
+        if made is None or made[0] is not self.segment_rows:
+            made = self.__dict__["_made_from"] = (self.segment_rows, segment_arrays(self.segment_rows))
+        return made[1]
 
     @property
     def segment_ids(self) -> np.ndarray:
@@ -171,7 +175,7 @@ SEGMENT_ARRAYS = (
 )
 
 
-def segment_arrays(rows: list[tuple]) -> dict[str, np.ndarray]:
+def segment_arrays(rows: Sequence[tuple]) -> dict[str, np.ndarray]:
     """Segment rows ``(id, category id, score, area, bbox, instance id)`` -> the arrays of
     :class:`PanopticDecoding`: ids / category ids / instance ids int32 ``[N]``, scores float32, areas int64,
     bboxes int32 ``[N, 4]``."""
@@ -271,7 +275,7 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
     if x.dtype.kind != "f":
         return
-    if x.dtype.itemsize >= 4 and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.dtype.itemsize >= 4 and x.flags.c_contiguous:
         # x . x is finite only if every value is (NaN and inf propagate through the BLAS dot, which reads x
         # once: 1.5x faster than isfinite + all); an overflow of finite values only sends us to the exact test
         flat = x.reshape(-1)
@@ -554,7 +558,7 @@ def mask_logits(
 
 def _segments(
     classes: np.ndarray, scores: np.ndarray, merge: MergeResult, is_thing: np.ndarray
-) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[tuple[tuple, ...], np.ndarray, np.ndarray, np.ndarray]:
     """Group kept proposals into segments: the segment rows ``(id, category id, score, area, bbox tuple,
     instance id)`` (see :func:`segment_arrays`), ``proposal_segment [K]`` int32 (segment id, 0 = dropped) and
     the category / instance lookup tables ``[K]`` int32.
@@ -594,7 +598,7 @@ def _segments(
     proposal_segment = np.zeros(k, dtype=np.int32)
     proposal_segment[kq] = seg_of
     # scores as float32 values (what the float32 score array holds; they came from one)
-    rows = [(i, cats[j], best[j], areas[j], tuple(boxes[j]), insts[j]) for i, j in enumerate(heads, 1)]
+    rows = tuple((i, cats[j], best[j], areas[j], tuple(boxes[j]), insts[j]) for i, j in enumerate(heads, 1))
     return rows, proposal_segment, cat_lut, inst_lut
 
 

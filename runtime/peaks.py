@@ -143,6 +143,7 @@ class PeakSetup(NamedTuple):
     """The per-heatmap-layout constants of :func:`find_proposals` (see :func:`peak_setup`)."""
 
     shape: tuple[int, int, int]
+    dtype: str  # the heatmap's dtype.str
     k: int
     threshold: float
     quant: tuple[float, float] | None
@@ -169,6 +170,7 @@ def peak_setup(
     one_byte = quant is not None and dt.kind in "iu" and dt.itemsize == 1 and quant[0] > 0
     return PeakSetup(
         shape=shape,
+        dtype=dt.str,
         k=num_proposals,
         threshold=threshold,
         quant=quant,
@@ -272,8 +274,11 @@ def find_proposals(
             raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
         key = None if quant is None else (float(quant[0]), float(quant[1]))
         setup = peak_setup(heatmap.shape, heatmap.dtype.str, k, float(object_mask_threshold), key)
-    elif heatmap.shape != setup.shape:
-        raise ValueError(f"heatmap has shape {heatmap.shape}, the peak setup was made for {setup.shape}")
+    elif heatmap.shape != setup.shape or heatmap.dtype.str != setup.dtype:
+        raise ValueError(
+            f"heatmap is {heatmap.dtype} {heatmap.shape}, the peak setup was made for "
+            f"{np.dtype(setup.dtype)} {setup.shape}; make one with peak_setup for this heatmap"
+        )
     h, w, c = heatmap.shape
     # (ndarray methods below rather than the np.* wrappers: their Python frames cost several us each
     # right after an inference)

@@ -976,3 +976,38 @@ def test_decode_panoptic_and_plan_decode_take_the_same_settings():
     b = inspect.signature(plan_decode).parameters
     assert list(a) == list(b)
     assert all(a[k].default == b[k].default and a[k].kind == b[k].kind for k in a)
+
+
+def test_segment_arrays_follow_the_rows_and_peak_setups_their_layout():
+    """A decoding's segment arrays are made from its rows, again when the rows are replaced; a peak setup
+    refuses a heatmap of another shape or dtype."""
+    from maskconver.runtime.peaks import peak_setup
+
+    rng = np.random.default_rng(8)
+    c, d = 5, 8
+    heat = rng.normal(-1, 2, (6, 7, c)).astype(np.float32)
+    emb = rng.standard_normal((6, 7, d)).astype(np.float32)
+    dec = decode_panoptic(
+        heat,
+        emb,
+        emb,
+        _tiny_head(rng, c, d),
+        output_size=(40, 44),
+        overlap_threshold=0.0,
+        small_area_threshold=0,
+    )
+    assert dec.num_segments > 1 and isinstance(dec.segment_rows, tuple)
+    assert dec.segment_ids.tolist() == list(range(1, dec.num_segments + 1))
+    dec.segment_rows = dec.segment_rows[:1]
+    assert dec.num_segments == 1 and dec.segment_ids.tolist() == [1] and dec.segment_bboxes.shape == (1, 4)
+    dec.segment_rows = ()
+    assert dec.segment_scores.dtype == np.float32 and dec.segment_bboxes.shape == (0, 4)
+    q = np.zeros((6, 7, c), np.int8)
+    setup = peak_setup(q.shape, q.dtype.str, 10, 0.01, (0.1, 0.0))
+    with pytest.raises(ValueError, match=r"heatmap is uint8 \(6, 7, 5\), the peak setup was made for int8"):
+        find_proposals(q.view(np.uint8), setup=setup)
+    with pytest.raises(ValueError, match="the peak setup was made for int8 \\(6, 7, 5\\)"):
+        find_proposals(np.zeros((6, 8, c), np.int8), setup=setup)
+    q = rng.integers(-128, 127, (6, 7, c)).astype(np.int8)
+    got, want = find_proposals(q, setup=setup), find_proposals(q, 10, 0.01, (0.1, 0.0))
+    assert len(got) > 0 and np.array_equal(got.flat_index, want.flat_index)
