@@ -275,9 +275,10 @@ def _check_finite(x: np.ndarray, name: str) -> None:
     Non-finite outputs would otherwise crash the peak gather or silently decode garbage."""
     if x.dtype.kind != "f":
         return
-    if type(x) is np.ndarray and x.dtype.itemsize >= 4 and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.size >= 1 << 17 and x.dtype.itemsize >= 4 and x.flags.c_contiguous:
         # x . x is finite only if every value is (NaN and inf propagate through the BLAS dot, which reads x
-        # once: 1.5x faster than isfinite + all); an overflow of finite values only sends us to the exact test
+        # once: 1.5x faster than isfinite + all on the large float outputs; slower on small arrays such as the
+        # mask logits, right after an inference); an overflow of finite values only sends us to the exact test
         flat = x.reshape(-1)
         with np.errstate(over="ignore", invalid="ignore"):
             square_sum = np.dot(flat, flat)

@@ -956,11 +956,13 @@ def test_finite_check_catches_every_non_finite_value_and_passes_huge_finite_ones
 
     rng = np.random.default_rng(4)
     x = rng.standard_normal((6, 7, 9)).astype(dtype)
-    _check_finite(x, "x")
-    _check_finite(
-        np.full((6, 7, 9), np.finfo(dtype).max, dtype), "huge"
-    )  # the square sum overflows: no error
-    for layout in (lambda a: a, np.asfortranarray, lambda a: a[:, ::2]):
+    big = rng.standard_normal((64, 64, 64)).astype(dtype)  # large enough for the one-pass path
+    for a in (x, big):
+        _check_finite(a, "x")
+        _check_finite(
+            np.full(a.shape, np.finfo(dtype).max, dtype), "huge"
+        )  # the square sum overflows: no error
+    for layout in (lambda a: a, np.asfortranarray, lambda a: a[:, ::2], lambda a: big.copy()):
         for value in (np.nan, np.inf, -np.inf):
             y = layout(x.copy())
             y[2, 3, 4] = value
