@@ -165,16 +165,6 @@ class PanopticDecoding:
         return self._segment_arrays["segment_bboxes"]
 
 
-SEGMENT_ARRAYS = (
-    "segment_ids",
-    "segment_category_ids",
-    "segment_scores",
-    "segment_areas",
-    "segment_bboxes",
-    "segment_instance_ids",
-)
-
-
 def segment_arrays(rows: Sequence[tuple]) -> dict[str, np.ndarray]:
     """Segment rows ``(id, category id, score, area, bbox, instance id)`` -> the arrays of
     :class:`PanopticDecoding`: ids / category ids / instance ids int32 ``[N]``, scores float32, areas int64,
@@ -726,20 +716,16 @@ def decode_panoptic(
 @dataclass(frozen=True, eq=False)
 class DecodePlan:
     """Everything of a decode but the three outputs, checked once by :func:`plan_decode`: the outputs'
-    unbatched shapes and dtypes it was made for, their quantisation, the checked mask head, the thing table,
-    the thresholds and the output geometry (grid axes or resize plans). A :class:`Segmenter
-    <maskconver.runtime.segmenter.Segmenter>` keeps one per output geometry, so a frame pays only for the
-    checks that depend on the outputs' values (NaN/inf in float outputs)."""
+    unbatched shapes and dtypes it was made for, the peak setup (quantisation, thresholds, tables), the
+    folded mask head, the thing table, the merge thresholds and the output geometry (grid axes or resize
+    plans). A :class:`Segmenter <maskconver.runtime.segmenter.Segmenter>` keeps one per output geometry, so a
+    frame pays only for the checks that depend on the outputs' values (NaN/inf in float outputs)."""
 
     peaks: PeakSetup
     shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     dtypes: tuple[np.dtype, np.dtype, np.dtype]
-    quant: tuple[tuple[float, float] | None, tuple[float, float] | None, tuple[float, float] | None]
-    mask_head: dict[str, np.ndarray]
     head: FoldedHead
     is_thing: np.ndarray
-    num_proposals: int
-    object_mask_threshold: float
     overlap: float
     small_area: float
     output_size: tuple[int, int]
@@ -821,19 +807,15 @@ def plan_decode(
         peaks=peak_setup(heat.shape, heat.dtype.str, k, float(object_mask_threshold), hq),
         shapes=(heat.shape, center.shape, feats.shape),
         dtypes=(heat.dtype, center.dtype, feats.dtype),
-        quant=(hq, cq, mq),
-        mask_head=mh,
         head=fold_mask_head(mh, cq, mq),
         is_thing=is_thing,
-        num_proposals=k,
-        object_mask_threshold=float(object_mask_threshold),
         overlap=float(overlap_threshold),
         small_area=small_area,
         output_size=output_size,
         factor=factor,
         axes=(gy, gx) if grid else (py, px),
         method=method,
-        mask_dtype=mask_dtype_for(mask_dtype, c, int(num_proposals)),
+        mask_dtype=mask_dtype_for(mask_dtype, c, k),
     )
 
 
@@ -866,7 +848,6 @@ def decode_planned(
             _check_finite(x, name)
     h, w, _ = heat.shape
     d = center.shape[2]
-    hq, cq, mq = plan.quant
     factor = plan.factor
     small_area, overlap = plan.small_area, plan.overlap
     if factor:
@@ -878,8 +859,8 @@ def decode_planned(
     with blas_threads(BLAS_THREADS):
         props: Proposals = find_proposals(heat, setup=plan.peaks)
         clock.append(perf_counter())
-        rows = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
-        emb = _folded_embeddings(plan.head, rows, props.classes)  # scaled by the features' scale
+        centers = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
+        emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale
         clock.append(perf_counter())
         if factor == 1:  # only the cells some output pixel falls into
             feats = feats[gy.take()][:, gx.take()]

@@ -148,9 +148,8 @@ def _parse_associated(files: dict[str, bytes], hashes: dict[str, str | None], wh
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as e:
         raise ModelFileError(f"{where}: mask_head.npz is not a readable .npz ({e}); {REFIX}") from e
     mask_head = check_mask_head(raw, info.num_classes, info.embedding_size)
-    for (
-        a
-    ) in mask_head.values():  # decoders cache what they derive from these arrays: writes must not go stale
+    # decoders cache what they derive from these arrays: writes must not go stale
+    for a in mask_head.values():
         a.flags.writeable = False
     try:
         labels = files[LABELS_FILE].decode("utf-8").splitlines()
