@@ -29,6 +29,18 @@ __all__ = ["main"]
 DELEGATE_CHOICES = ("xnnpack", "gpu", "nnapi", "cpu")
 
 
+def _delegate_chain(text: str) -> str:
+    """``--delegate``: one of :data:`DELEGATE_CHOICES`, or a comma-separated fallback chain of them (host)."""
+    names = [t.strip() for t in text.split(",")]
+    bad = [n for n in names if n not in DELEGATE_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid delegate {', '.join(bad) or text!r}: choose from {', '.join(DELEGATE_CHOICES)}, or a "
+            "fallback chain such as gpu,xnnpack"
+        )
+    return ",".join(names)
+
+
 def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maskconver-bench",
@@ -47,8 +59,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--delegate",
-        choices=DELEGATE_CHOICES,
-        help="host: xnnpack (default) / cpu / gpu / nnapi; phone: xnnpack (default) / gpu / nnapi / cpu",
+        type=_delegate_chain,
+        help="host: xnnpack (default) / cpu / gpu / nnapi, or a fallback chain such as gpu,xnnpack; phone: "
+        "xnnpack (default) / gpu / nnapi / cpu",
     )
     p.add_argument("--runs", type=positive_int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=non_negative_int, default=None, help="warm-up runs (host 5, phone 10)")
@@ -123,11 +136,21 @@ def _fail(message: str) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from maskconver.benchmarks.report import ReportError
+    from maskconver.runtime.output_paths import OutputPathError, check_output_file
 
     model = Path(args.model)
+    if model.is_dir():
+        return _fail(f"{model} is a folder; pass the .tflite (or .onnx) file written by maskconver-convert")
     if not model.is_file():
         return _fail(f"model file {model} does not exist; pass the .tflite written by maskconver-convert")
+    try:  # before the run: a finished benchmark must not be lost to an unwritable report path
+        for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+            if path:
+                check_output_file(path, flag, make_parents=True)
+    except OutputPathError as e:
+        return _fail(str(e))
     device = args.device.strip()
+    delegate = args.delegate.split(",") if args.delegate and "," in args.delegate else args.delegate
     if device.lower() == "host":
         from maskconver.benchmarks.host import HostBenchmarkError, run_host
 
@@ -135,7 +158,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             result = run_host(
                 model,
                 threads=args.threads,
-                delegate=args.delegate,
+                delegate=delegate,
                 runs=args.runs,
                 warmup=5 if args.warmup is None else args.warmup,
                 images=args.images,
@@ -150,6 +173,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         if args.images:
             return _fail(
                 "--images applies to --device host only; benchmark_model on a phone feeds its own input"
+            )
+        if isinstance(delegate, list):
+            return _fail(
+                f"--delegate {args.delegate}: a fallback chain works on --device host only; benchmark_model on a "
+                "phone takes one delegate (and reports where it falls back)"
             )
         try:
             result = run_android(
@@ -186,8 +214,16 @@ def _run_compare(args: argparse.Namespace) -> int:
         compare_to_markdown,
         write_compare_reports,
     )
+    from maskconver.runtime.output_paths import OutputPathError, check_output_dir, check_output_file
 
     out = Path(args.out)
+    try:
+        check_output_dir(out, "--out")
+        for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path:
+                check_output_file(path, flag, make_parents=True)
+    except OutputPathError as e:
+        return _fail(str(e))
     try:
         result = compare(
             args.checkpoint,

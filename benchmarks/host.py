@@ -204,7 +204,15 @@ def load_benchmark_images(
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}; pass a folder with images"
             )
         files = files[:num_images]
-        return [read_image(f) for f in files], f"{len(files)} images from {folder}"
+        frames = []
+        for f in files:
+            try:
+                frames.append(read_image(f))
+            except (ValueError, OSError) as e:
+                raise HostBenchmarkError(
+                    f"benchmark image {f} is unusable: {e}; remove it from {folder}"
+                ) from e
+        return frames, f"{len(files)} images from {folder}"
     frames = []
     for i, item in enumerate(images):
         try:

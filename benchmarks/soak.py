@@ -142,7 +142,10 @@ def run_soak(
     from maskconver.runtime.segmenter import Segmenter
 
     if frames < 1 or sample_every < 1 or warmup_frames < 0 or warmup_frames >= frames:
-        raise ValueError("need frames >= 1, sample_every >= 1 and 0 <= warmup_frames < frames")
+        raise ValueError(
+            f"need frames >= 1, sample_every >= 1 and 0 <= warmup < frames; got frames {frames}, sample_every "
+            f"{sample_every}, warmup {warmup_frames} (--warmup defaults to 300: lower it for short runs)"
+        )
     seg = Segmenter(model, num_threads=num_threads)
     images = soak_images(seed)
     if sample_every % len(images):
@@ -226,7 +229,9 @@ def default_model() -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="maskconver-soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m maskconver.benchmarks.soak", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", help="maskconver .tflite/.onnx (default: the first models/demo/*.tflite)")
     p.add_argument("--frames", type=int, default=3000)
     p.add_argument("--sample-every", type=int, default=100)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,20 +53,24 @@ def load_canvases(
     files: list[Path], input_size: tuple[int, int], progress: str | None = None
 ) -> Iterator[np.ndarray]:
     """Read each file as RGB and letterbox it to ``input_size`` -> uint8 ``[H,W,3]`` canvases."""
+    from maskconver.runtime.panoptic_quality import ProgressPrinter
     from maskconver.runtime.preprocess import letterbox, read_image
 
-    n = len(files)
-    for i, f in enumerate(files):
-        try:
-            rgb = read_image(f)  # grey, RGBA and 16-bit files become RGB uint8 exactly as in the runtime
-        except (OSError, ValueError) as e:
-            raise CalibrationError(
-                f"cannot read calibration image {f} ({e}); remove it or fix the file"
-            ) from e
-        canvas = letterbox(rgb, input_size)[0]
-        if progress:
-            print(f"\r{progress} {i + 1}/{n}", end="" if i + 1 < n else "\n", file=sys.stderr, flush=True)
-        yield canvas
+    # one redrawn line on a terminal, a line per 10% in a log file
+    bar = ProgressPrinter(len(files), progress or "", enabled=bool(progress))
+    try:
+        for f in files:
+            try:
+                rgb = read_image(f)  # grey, RGBA and 16-bit files become RGB uint8 exactly as in the runtime
+            except (OSError, ValueError) as e:
+                raise CalibrationError(
+                    f"cannot read calibration image {f} ({e}); remove it or fix the file"
+                ) from e
+            canvas = letterbox(rgb, input_size)[0]
+            bar.update()
+            yield canvas
+    finally:
+        bar.close()
 
 
 def split_calibration(files: list[Path], num_calibration: int, num_holdout: int, seed: int):

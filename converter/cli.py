@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--val", help="COCO panoptic dataset: report PQ of float and converted models")
     p.add_argument("--max-pq-drop", type=float, help="fail if PQ drops by more than this (needs --val)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (errors are still printed)")
     return p
 
 
@@ -68,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_calibration < 1:
         print("error: --num-calibration must be >= 1", file=sys.stderr)
         return 2
+    quant = args.quant or "int8"
+    if quant != "int8":  # int8-only options: say so rather than ignore them
+        unused = ["--per-tensor"] if args.per_tensor else []
+        if quant == "fp32" and args.calibration:
+            unused.append("--calibration (fp32 is neither calibrated nor compared on held-out images)")
+        for flag in unused:
+            print(f"note: {flag} has no effect with --{quant}", file=sys.stderr)
     opts = ConvertOptions(
-        quantization=args.quant or "int8",
+        quantization=quant,
         onnx=args.onnx,
         input_size=size,
         calibration=args.calibration,

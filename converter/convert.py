@@ -123,8 +123,32 @@ def convert(
     """Convert ``checkpoint`` and write the model file(s) and ``report.{json,md}`` into ``out_dir``.
 
     Everything is built in a temporary folder beside ``out_dir`` and moved in only after every check passed,
-    so a failed conversion never leaves a partial model nor replaces a good one. Returns the report dict.
+    so a failed conversion never leaves a partial model nor replaces a good one (nor an empty ``out_dir`` it
+    created). Inputs that are only read late (the ``val`` dataset) are checked first. Returns the report dict.
     """
+    if opts.val:  # read only after the conversion: a typo must not cost its minutes
+        from maskconver.runtime.eval_cli import EvalError, find_dataset
+
+        try:
+            find_dataset(opts.val, None, None, None, flag="--val")
+        except EvalError as e:
+            raise ConversionError(str(e)) from e
+    out_dir = Path(out_dir)
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # deepest first
+    try:
+        return _convert(checkpoint, config, out_dir, opts)
+    except BaseException:
+        for d in created:  # only folders this call made, and only while empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _convert(
+    checkpoint: str | Path, config: MaskConverConfig | str | None, out_dir: Path, opts: ConvertOptions
+):
     from maskconver.converter.inference_graph import build_inference_fn
     from maskconver.converter.report import op_table, to_markdown
     from maskconver.converter.tflite_export import convert_tflite, run_tflite
@@ -132,7 +156,6 @@ def convert(
     from maskconver.models.config import get_config
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-", delete=True)

@@ -83,11 +83,17 @@ def format_summary(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="maskconver-summary", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="maskconver-summary",
+        description="Parameters, multiply-adds and output shapes of a MaskConver config, per part (backbone, "
+        "decoder, heads), next to the paper's numbers.",
+    )
     p.add_argument("config", help="mobilenet_mh_256 | mobilenet_mh_640 | nano | a Model Garden YAML")
-    p.add_argument("--input-size", type=int, help="square input size (multiple of 16)")
+    p.add_argument("--input-size", type=int, help="square input size (a positive multiple of 16)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
+    if args.input_size is not None and (args.input_size <= 0 or args.input_size % 16):
+        p.error(f"--input-size must be a positive multiple of 16 (e.g. 256 or 640), got {args.input_size}")
     from maskconver.models.config import ConfigError, get_config
 
     try:

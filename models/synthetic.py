@@ -436,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     size = (args.size[0], args.size[-1])
 
+    tty = sys.stderr.isatty()
+
     def report(done: int, total: int) -> None:
-        if done % 100 == 0 or done == total:
-            print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        if done % 100 == 0 or done == total:  # redrawn on a terminal, one line each in a log
+            end = "\n" if done == total or not tty else ""
+            print(f"{chr(13) if tty else ''}{done}/{total} images", end=end, file=sys.stderr, flush=True)
 
     path = generate_synthetic_dataset(
         args.out_dir, args.num_images, args.seed, size, image_format=args.format, progress=report

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, log, model.npz)")
     p.add_argument("--batch", type=positive_int, default=8, help="images per step (default 8)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 2e-3 adamw)")
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument(
+        "--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw (default) or sgd with momentum"
+    )
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default min(500, steps/10))")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, batches and synthetic data")
     p.add_argument(
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size", type=positive_int, default=None, help="synthetic image side (default: input)"
     )
-    p.add_argument("--checkpoint-every", type=positive_int, default=500)
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)"
+    )
     p.add_argument(
         "--val-data", default=None, help="a COCO panoptic folder whose loss is logged at checkpoints"
     )
@@ -95,8 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     from maskconver.models.train import TrainError, find_resume_checkpoint, train
 
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {out} exists and is not a folder")
+    from maskconver.runtime.output_paths import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(out, "--out")
+    except OutputPathError as e:
+        parser.error(str(e))
+    if args.image_size is not None and args.image_size < 16:
+        parser.error(f"--image-size must be >= 16 (synthetic scenes need room), got {args.image_size}")
+    if args.val_data is not None and not Path(args.val_data).is_dir():
+        parser.error(
+            f"--val-data {args.val_data} is not a folder; pass a COCO panoptic folder or leave it out"
+        )
     if args.no_resume and out.is_dir() and find_resume_checkpoint(out) is not None:
         parser.error(
             f"--out {out} already holds checkpoints; remove it, pick another folder or drop --no-resume"

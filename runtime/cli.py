@@ -28,6 +28,7 @@ import numpy as np
 from maskconver.runtime.decode import MASK_RESOLUTIONS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+IMAGE_SAVE_SUFFIXES = (".png",)  # --save OUT.png: the overlay of a single image
 WINDOW = "maskconver"
 
 
@@ -123,11 +124,21 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--vid-stride must be >= 1, got {args.vid_stride}")
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if Path(args.model).is_dir():
+        raise CliError(f"{args.model} is a folder; pass the .tflite or .onnx model file")
     if not Path(args.model).is_file():
         raise CliError(f"model file {args.model} does not exist; pass the .tflite or .onnx file")
     if args.save:
         out = Path(args.save)
-        if out.suffix.lower() in VIDEO_SUFFIXES:
+        if out.suffix.lower() in IMAGE_SAVE_SUFFIXES:
+            if not _single_image(args.source):
+                raise CliError(
+                    f"--save {out} writes one image, but {args.source} is not a single image file; pass a folder "
+                    f"for PNG frames or a {'/'.join(VIDEO_SUFFIXES)} file"
+                )
+            if not out.parent.is_dir():
+                raise CliError(f"folder {out.parent} for --save {out} does not exist; create it first")
+        elif out.suffix.lower() in VIDEO_SUFFIXES:
             if not out.parent.is_dir():
                 raise CliError(f"folder {out.parent} for --save {out} does not exist; create it first")
         elif out.exists() and not out.is_dir():
@@ -186,12 +197,35 @@ class VideoSink:
                 f"the video {self.path} could not be written completely ({readable} of {self.frames} frames "
                 "readable; is the disk full?); free space or save elsewhere"
             )
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the video the usual permissions
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.release()
         self.tmp.unlink(missing_ok=True)
+
+
+def _single_image(source: str) -> bool:
+    from maskconver.runtime.preprocess import IMAGE_SUFFIXES
+
+    p = Path(source)
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _frame_png_name(path: str | None, index: int, used: set[str]) -> str:
+    """``frame_NNNNNN.png``, or for an image file its own stem (``IMG_1.jpg`` -> ``IMG_1.png``; a second file
+    with the same stem keeps its suffix: ``IMG_1_png.png``)."""
+    if path is None:
+        return f"frame_{index:06d}.png"
+    p = Path(path)
+    name = f"{p.stem}.png"
+    if name in used:
+        name = f"{p.stem}_{p.suffix.lstrip('.').lower()}.png"
+    if name in used:
+        name = f"{p.stem}_{index:06d}.png"
+    used.add(name)
+    return name
 
 
 def _fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -202,6 +236,12 @@ def _fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_json(path: Path, data: Any) -> None:
     from maskconver.runtime.result import write_bytes_atomic
 
@@ -209,22 +249,13 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _probe_writable(folder: Path, what: str) -> None:
-    """Fail before any work when ``folder`` cannot take a file (read-only, missing permissions).
+    """Fail before any work when ``folder`` (or the parent it would be created in) cannot take a file."""
+    from maskconver.runtime.output_paths import OutputPathError, check_output_dir
 
-    Nothing is created: the probe file goes into ``folder`` or, if it does not exist yet, its nearest existing
-    parent (where it would be created), and is removed at once.
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise CliError(f"cannot write {what} into {folder}: {existing} is a file; choose another path")
     try:
-        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".maskconver-probe-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise CliError(f"cannot write {what} into {folder}: {e.strerror or e}; choose another path") from e
+        check_output_dir(folder, what)
+    except OutputPathError as e:
+        raise CliError(str(e)) from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,9 +270,10 @@ def run(args: argparse.Namespace) -> int:
         check_display()
     if args.save:
         save = Path(args.save)
-        _probe_writable(save.parent if save.suffix.lower() in VIDEO_SUFFIXES else save, "--save output")
+        one_file = save.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SAVE_SUFFIXES
+        _probe_writable(save.parent if one_file else save, "--save")
     if args.json:
-        _probe_writable(Path(args.json).parent, "--json output")
+        _probe_writable(Path(args.json).parent, "--json")
     delegate = args.delegate.split(",") if args.delegate and "," in args.delegate else args.delegate
     try:
         seg = Segmenter(
@@ -266,13 +298,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{seg!r} on {frames.source_name}", file=sys.stderr)
     video: VideoSink | None = None
     png_dir: Path | None = None
+    png_file: Path | None = None
     if args.save:
         out = Path(args.save)
         if out.suffix.lower() in VIDEO_SUFFIXES:
             video = VideoSink(out, (frames.fps or 30.0) / frames.vid_stride)
+        elif out.suffix.lower() in IMAGE_SAVE_SUFFIXES:
+            png_file = out
         else:
             png_dir = out
             png_dir.mkdir(parents=True, exist_ok=True)
+    png_names: set[str] = set()
+    warned = 0
     records: list[dict] = []
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     count, fps, last_t, t_start = 0, 0.0, None, time.monotonic()
@@ -289,9 +326,15 @@ def run(args: argparse.Namespace) -> int:
                 totals[k] += result.speed[k]
             if not args.quiet:
                 print(f"frame {index}: {result.summary()}", flush=True)
+            for path, reason in frames.skipped[warned:]:
+                print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+                warned += 1
             if args.json:
-                records.append({"frame_index": index, "timestamp_ms": round(ts, 3), **result.to_dict()})
-            if video is None and png_dir is None and not args.show:
+                source = {"source_file": frames.frame_path} if frames.frame_path else {}
+                records.append(
+                    {"frame_index": index, "timestamp_ms": round(ts, 3), **source, **result.to_dict()}
+                )
+            if video is None and png_dir is None and png_file is None and not args.show:
                 continue
             over = result.plot(alpha=args.alpha)
             sp = result.speed
@@ -307,7 +350,9 @@ def run(args: argparse.Namespace) -> int:
             if video is not None:
                 video.write(over)
             if png_dir is not None:
-                write_png_atomic(png_dir / f"frame_{index:06d}.png", over)
+                write_png_atomic(png_dir / _frame_png_name(frames.frame_path, index, png_names), over)
+            if png_file is not None:
+                write_png_atomic(png_file, over)
             if args.show:
                 cv2.imshow(WINDOW, over[:, :, ::-1])
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -342,6 +387,11 @@ def run(args: argparse.Namespace) -> int:
         "fps": round(count / elapsed, 2) if elapsed > 0 else None,
         "mean_speed_ms": {k: round(v, 3) for k, v in mean.items()},
     }
+    skipped = frames.skipped
+    for path, reason in skipped[warned:]:
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+    if skipped:
+        summary["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
     if args.json:
         _write_json(Path(args.json), {"summary": summary, "frames": records})
     print(
@@ -352,6 +402,13 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.save:
         print(f"saved {args.save}", file=sys.stderr)
+    if skipped and status == 0:
+        print(
+            f"maskconver-segment: error: {len(skipped)} unreadable image file(s) skipped (listed above"
+            f"{' and in --json' if args.json else ''}); re-save or remove them",
+            file=sys.stderr,
+        )
+        status = 2
     return status
 
 

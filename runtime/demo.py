@@ -56,12 +56,20 @@ def run_demo(
     from maskconver.runtime.segmenter import Segmenter
 
     t0 = time.perf_counter()
-    checkpoint = Path(checkpoint or DEMO_CHECKPOINT)
-    if not checkpoint.exists():
-        raise FileNotFoundError(
-            f"demo checkpoint {checkpoint} is missing; reinstall maskconver from a full clone, or train one with "
-            "maskconver-train (see README)"
-        )
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"--checkpoint {checkpoint} does not exist or is not a file; pass a maskconver .npz checkpoint "
+                "(maskconver-train writes one), or leave --checkpoint out for the bundled demo model"
+            )
+    else:
+        checkpoint = DEMO_CHECKPOINT
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"the bundled demo checkpoint {checkpoint} is missing; reinstall maskconver from a full clone, or "
+                "train one with maskconver-train and pass it as --checkpoint (see README)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     val, calib = data / "val", data / "calibration"
@@ -172,18 +180,32 @@ def _decode_split(s: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="maskconver-demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="maskconver-demo",
+        description="The whole SDK on the bundled demo model in one command: convert it to int8 (+ ONNX) with a "
+        "PQ gate, segment sample images into overlays, benchmark it on this host, and print a summary.",
+    )
     p.add_argument("--out", default="maskconver_demo", help="output folder (default ./maskconver_demo)")
-    p.add_argument("--num-val", type=int, default=100, help="validation images for the PQ gate")
-    p.add_argument("--num-calibration", type=int, default=300, help="calibration images")
-    p.add_argument("--runs", type=int, default=100, help="timed benchmark frames")
+    p.add_argument("--num-val", type=int, default=100, help="validation images for the PQ gate (default 100)")
+    p.add_argument("--num-calibration", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--runs", type=int, default=100, help="timed benchmark frames (default 100)")
     p.add_argument(
         "--checkpoint", help="another maskconver .npz checkpoint (default: the bundled demo model)"
     )
     args = p.parse_args(argv)
+    for flag, value in (("--num-val", args.num_val), ("--num-calibration", args.num_calibration)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    if args.runs < 1:
+        p.error(f"--runs must be >= 1, got {args.runs}")
+    from maskconver.runtime.eval_cli import EvalError
+    from maskconver.runtime.output_paths import check_output_dir
+
     try:
+        check_output_dir(args.out, "--out")
         s = run_demo(Path(args.out), args.num_val, args.num_calibration, args.runs, args.checkpoint)
-    except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
+    # conversion, checkpoint, config and calibration errors are RuntimeError / ValueError subclasses
+    except (OSError, ValueError, RuntimeError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_summary(s))

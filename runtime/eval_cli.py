@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from maskconver.runtime.coco_panoptic_io import (
     write_panoptic_png,
 )
 from maskconver.runtime.decode import MASK_RESOLUTIONS
+from maskconver.runtime.output_paths import check_output_dir, check_output_file
 from maskconver.runtime.panoptic_quality import PQAccumulator, PQResult, ProgressPrinter, pq_compute
+from maskconver.runtime.preprocess import read_image
 
 __all__ = ["EvalError", "build_parser", "find_dataset", "main", "prediction_from_result", "read_rgb"]
 
@@ -81,11 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and args.model is not None:
+        parser.error("--workers is for scoring saved predictions; a MODEL runs in this process")
     try:
-        if args.model is not None:
-            result, inputs = _eval_model(args)
-        else:
-            result, inputs = _eval_saved(args, parser)
+        # output paths first: a run of minutes must not end in an unwritable --json
+        if args.json:
+            check_output_file(args.json, "--json", make_parents=True)
+        if args.save_pred:
+            check_output_dir(args.save_pred, "--save-pred")
+        with tempfile.TemporaryDirectory(prefix="maskconver-eval-") as work:
+            if args.model is not None:
+                result, inputs = _eval_model(args, Path(work))
+            else:
+                result, inputs = _eval_saved(args, parser)
     except (EvalError, PanopticFormatError, FileNotFoundError, ValueError) as e:
         print(f"maskconver-eval: error: {e}", file=sys.stderr)
         return 1
@@ -132,15 +145,17 @@ def _eval_saved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
 
 
 def find_dataset(
-    data: str | None, gt_json: str | None, gt_dir: str | None, images: str | None
+    data: str | None, gt_json: str | None, gt_dir: str | None, images: str | None, flag: str = "--data"
 ) -> dict[str, Path]:
-    """Resolve the ground-truth JSON, PNG folder and image folder of a COCO panoptic dataset."""
+    """Resolve the ground-truth JSON, PNG folder and image folder of a COCO panoptic dataset (``flag``: the
+    option that named ``data``, for messages)."""
     if gt_json is None:
         if data is None:
-            raise EvalError("give --data DATASET (or --gt-json with --images) to run a model")
+            raise EvalError(f"give {flag} DATASET (or --gt-json with --images) to run a model")
         root = Path(data)
         if not root.is_dir():
-            raise EvalError(f"--data {root} is not a folder")
+            what = "does not exist" if not root.exists() else "is not a folder"
+            raise EvalError(f"{flag} {root} {what}; pass a COCO panoptic dataset folder")
         if (root / "panoptic.json").is_file():
             json_path = root / "panoptic.json"
         else:
@@ -189,13 +204,11 @@ def _image_path(images_dir: Path, ann: dict[str, Any], images_by_id: dict[Any, d
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB image."""
+    """``[H, W, 3]`` uint8 RGB image, read as the runtime reads it (:func:`maskconver.runtime.preprocess.read_image`:
+    EXIF orientation applied, truncated files refused)."""
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist; check --images and the JSON file names")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{path} could not be decoded as an image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return read_image(path)
 
 
 def _field(s: Any, *keys: str) -> Any:
@@ -253,7 +266,7 @@ def prediction_from_result(result: Any) -> tuple[np.ndarray, list[dict[str, Any]
     return panoptic_from_masks(cm, im)
 
 
-def _load_segmenter(model: str, mask_resolution: str = "full") -> Any:
+def _load_segmenter(model: str, mask_resolution: str = "full", work_dir: Path | None = None) -> Any:
     try:
         from maskconver.runtime.segmenter import Segmenter
     except ImportError as e:
@@ -261,33 +274,35 @@ def _load_segmenter(model: str, mask_resolution: str = "full") -> Any:
             f"cannot import maskconver.runtime.segmenter.Segmenter ({e}); running a model needs the runtime "
             "Segmenter. To score predictions you already saved, use --gt-json/--gt-dir/--pred-json/--pred-dir"
         ) from e
-    return Segmenter(_model_file(model), mask_resolution=mask_resolution)
+    return Segmenter(_model_file(model, work_dir), mask_resolution=mask_resolution)
 
 
-def _model_file(model: str) -> str:
-    """A .tflite/.onnx path as is; a checkpoint (maskconver .npz or Model Garden) converted to float TFLite first.
+def _model_file(model: str, work_dir: Path | None = None) -> str:
+    """A .tflite/.onnx path as is; a checkpoint (maskconver .npz or Model Garden) converted to float TFLite first,
+    into ``work_dir`` (the caller removes it; default: a new temporary folder, left to the caller too).
 
     Model Garden checkpoints need their config: ``MODEL=CKPT::CONFIG`` (e.g. ``ckpt-1::mobilenet_mh_256``).
     """
-    if Path(model).suffix in (".tflite", ".onnx"):
+    if Path(model).suffix.lower() in (".tflite", ".onnx"):
         return model
-    import tempfile
-
     from maskconver.converter.convert import ConversionError, ConvertOptions, convert
     from maskconver.models.checkpoint import CheckpointError
     from maskconver.models.config import ConfigError
 
     ckpt, _, config = model.partition("::")
-    out = Path(tempfile.mkdtemp(prefix="maskconver-eval-"))
+    out = work_dir if work_dir is not None else Path(tempfile.mkdtemp(prefix="maskconver-eval-"))
     print(f"converting checkpoint {ckpt} to a float TFLite model in {out}", file=sys.stderr)
     try:
         report = convert(ckpt, config or None, out, ConvertOptions(quantization="fp32", progress=False))
     except (ConversionError, CheckpointError, ConfigError) as e:
-        raise EvalError(f"cannot run checkpoint {ckpt}: {e}") from e
+        msg = str(e).replace(
+            "pass its config (--config)", f"pass its config as {ckpt}::CONFIG (e.g. ::mobilenet_mh_256)"
+        )
+        raise EvalError(f"cannot run checkpoint {ckpt}: {msg}") from e
     return str(out / f"{report['model']['name']}.tflite")
 
 
-def _eval_model(args: argparse.Namespace) -> tuple[PQResult, dict[str, Any]]:
+def _eval_model(args: argparse.Namespace, work_dir: Path | None = None) -> tuple[PQResult, dict[str, Any]]:
     if args.pred_json or args.pred_dir:
         raise EvalError("--pred-json/--pred-dir score saved predictions; do not combine them with a MODEL")
     if not Path(args.model.partition("::")[0]).exists():
@@ -303,7 +318,7 @@ def _eval_model(args: argparse.Namespace) -> tuple[PQResult, dict[str, Any]]:
     if not anns:
         raise EvalError(f"{paths['gt_json']} has no annotations to score")
     images_by_id = {im["id"]: im for im in gt.get("images", []) if isinstance(im, dict) and "id" in im}
-    segmenter = _load_segmenter(args.model, args.mask_resolution)
+    segmenter = _load_segmenter(args.model, args.mask_resolution, work_dir)
     acc = PQAccumulator(categories)
     saved: list[dict[str, Any]] = []
     save_dir = Path(args.save_pred) if args.save_pred else None

@@ -192,17 +192,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 ``[H, W, 3]`` (16-bit files are scaled to 8 bits, alpha dropped).
+    """Read an image file as RGB uint8 ``[H, W, 3]`` (16-bit files are scaled to 8 bits, alpha dropped), turned
+    upright by its EXIF orientation as phone photos need (the same pixels ``cv2.imread`` gives, but a truncated
+    file is refused instead of half-decoded).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file exists but OpenCV cannot decode it as an image.
+        ValueError: the path is a folder, or the file exists but OpenCV cannot decode it as an image.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not an image file; pass an image file")
     if not p.is_file():
         raise FileNotFoundError(f"image file {p} does not exist; check the path")
     data = np.fromfile(p, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    # any depth (16-bit stays 16-bit), any colour (gray stays gray; alpha, dropped anyway, is not read);
+    # without IMREAD_UNCHANGED OpenCV applies the EXIF orientation
+    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if img is None:
         raise ValueError(
             f"cannot decode {p} as an image (corrupt, empty or unsupported format); re-save it as PNG/JPEG"

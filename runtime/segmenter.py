@@ -228,7 +228,8 @@ def load_external_delegate(name: str):
     )
     raise DelegateError(
         f"cannot load the {name} delegate ({'; '.join(reasons)}). On a desktop there usually is none: {hint}"
-        "or pass delegate=('" + name + "', 'xnnpack') to fall back to the CPU"
+        "or pass delegate=('" + name + "', 'xnnpack') (on the command line: --delegate " + name + ",xnnpack) "
+        "to fall back to the CPU"
     )
 
 

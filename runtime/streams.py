@@ -62,11 +62,13 @@ class SourceError(ValueError):
 
 @dataclass
 class Frame:
-    """One captured frame: source index, monotonic capture time (ms since stream start), RGB pixels."""
+    """One captured frame: source index, monotonic capture time (ms since stream start), RGB pixels, and the
+    image file it came from (image folders and files; None for cameras, videos and URLs)."""
 
     index: int
     timestamp_ms: float
     image: np.ndarray
+    path: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,22 +143,33 @@ class _CaptureSource(_Source):
 
 
 class _FolderSource(_Source):
-    """Image files of a folder in name order (or one image file)."""
+    """Image files of a folder in name order (or one image file).
 
-    def __init__(self, files: list[Path], name: str):
+    In a folder an unreadable file is skipped and listed in :attr:`skipped` (``(path, reason)``), so one
+    corrupt photo does not end the run; a single image file that cannot be read is an error."""
+
+    def __init__(self, files: list[Path], name: str, folder: bool = True):
         self.files = files
         self.name = name
+        self.folder = folder
+        self.skipped: list[tuple[str, str]] = []
+        self.path: str | None = None  # the file of the last frame read
         self._i = 0
 
     def read(self) -> np.ndarray | None:
-        if self._i >= len(self.files):
-            return None
-        path = self.files[self._i]
-        self._i += 1
-        try:
-            return read_image(path)
-        except (ValueError, FileNotFoundError) as e:
-            raise SourceError(f"image folder {self.name}: {e}") from e
+        while self._i < len(self.files):
+            path = self.files[self._i]
+            self._i += 1
+            try:
+                image = read_image(path)
+            except (ValueError, OSError) as e:
+                if not self.folder:
+                    raise SourceError(f"image {path}: {e}") from e
+                self.skipped.append((str(path), str(e)))
+                continue
+            self.path = str(path)
+            return image
+        return None
 
     def skip(self) -> bool:
         self._i += 1
@@ -200,7 +213,7 @@ def open_source(source: int | str | os.PathLike) -> _Source:
             f"{path} does not exist; pass a camera index, a URL, a video file or an image folder"
         )
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _FolderSource([path], str(path))
+        return _FolderSource([path], str(path), folder=False)
     return _CaptureSource(str(path), str(path), live=False)
 
 
@@ -257,7 +270,7 @@ class FrameReader:
                 image = self.source.read()
                 if image is None:
                     break
-                self._publish(Frame(index, self._timestamp(), image))
+                self._publish(Frame(index, self._timestamp(), image, getattr(self.source, "path", None)))
                 index += 1
         except BaseException as e:  # handed to the consumer
             self._error = e
@@ -374,9 +387,11 @@ def stream(
 class SegmentStream:
     """Iterator returned by :func:`stream`: yields ``(frame_index, timestamp_ms, frame, result)``.
 
-    Attributes: ``source_name``, ``live``, ``fps`` (the source's frame rate, 0 if unknown), ``drop_stale``
-    and ``dropped`` (frames the capture thread discarded so far). Closing (or leaving a ``with`` block, or
-    exhausting it) stops the capture thread and releases the source.
+    Attributes: ``source_name``, ``live``, ``fps`` (the source's frame rate, 0 if unknown), ``drop_stale``,
+    ``dropped`` (frames the capture thread discarded so far), ``frame_path`` (the image file of the frame
+    just yielded; None for cameras, videos and URLs) and ``skipped`` (``(path, reason)`` of unreadable files an
+    image folder skipped so far). Closing (or leaving a ``with`` block, or exhausting it) stops the capture
+    thread and releases the source.
     """
 
     def __init__(
@@ -397,6 +412,7 @@ class SegmentStream:
         self.fps = reader.source.fps
         self.drop_stale = reader.drop_stale
         self.vid_stride = reader.vid_stride
+        self.frame_path: str | None = None
         self._probe: list[float] | None = [] if pipeline is None else None  # inference ms while deciding
         self._pool = self._new_pool() if pipeline else None
         self._pending: Future | None = None
@@ -415,6 +431,10 @@ class SegmentStream:
     @property
     def dropped(self) -> int:
         return self._reader.dropped
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return list(getattr(self._reader.source, "skipped", ()))
 
     def __iter__(self) -> SegmentStream:
         return self
@@ -446,6 +466,7 @@ class SegmentStream:
                     raise StopIteration
                 result = self.segmenter.segment(frame.image)
                 self._decide(result.speed["inference"])
+                self.frame_path = frame.path
                 return frame.index, frame.timestamp_ms, frame.image, result
             pending = self._pending or self._pool.submit(self._fetch_and_run)
             self._pending = None
@@ -457,6 +478,7 @@ class SegmentStream:
             # while this one is decoded here
             self._pending = self._pool.submit(self._fetch_and_run)
             result = self.segmenter._finish(started, *self.segmenter._modes(None, None))
+            self.frame_path = frame.path
             return frame.index, frame.timestamp_ms, frame.image, result
         except BaseException:
             self.close()
@@ -592,10 +614,16 @@ class LiveSegmenter:
         self._thread.start()
 
     def segment_async(self, frame: Any, timestamp_ms: float) -> bool:
-        """Queue ``frame`` unless the worker is busy. Returns True if accepted, False if dropped."""
+        """Queue ``frame`` unless the worker is busy. Returns True if accepted, False if dropped.
+
+        Raises:
+            ValueError: ``frame`` is no usable image (see :func:`maskconver.runtime.preprocess.as_rgb_uint8`),
+                or the timestamp does not increase.
+        """
         self._raise_pending_error()
         if self._closed:
             raise RuntimeError("LiveSegmenter is closed")
+        as_rgb_uint8(frame, self.color)  # a bad frame is this call's error, not the next one's
         self._ts.check(timestamp_ms)
         with self._lock:
             if self._busy:

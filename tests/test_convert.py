@@ -206,4 +206,4 @@ def test_pq_gate_reports_and_fails_on_drop(nano_ckpt, tmp_path, capsys):
         ]
     )
     assert code == 1 and "more than --max-pq-drop" in capsys.readouterr().err
-    assert not any(p.suffix == ".tflite" for p in out2.iterdir())
+    assert not out2.exists()  # no model, and the output folder it made is removed again (it was empty)

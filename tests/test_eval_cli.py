@@ -187,7 +187,9 @@ def test_model_form_scores_and_saves_predictions(tmp_path, monkeypatch):
     root = _model_dataset(tmp_path)
     model = tmp_path / "m.tflite"
     model.write_bytes(b"not used by the oracle")
-    monkeypatch.setattr(eval_cli, "_load_segmenter", lambda path, masks="full": OracleSegmenter(root))
+    monkeypatch.setattr(
+        eval_cli, "_load_segmenter", lambda path, masks="full", work_dir=None: OracleSegmenter(root)
+    )
     save = tmp_path / "saved"
     code, out, err = run(
         [model, "--data", root, "--save-pred", save, "--json", tmp_path / "m.json", "--limit", 10]

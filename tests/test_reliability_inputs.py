@@ -442,7 +442,7 @@ def test_model_path_that_is_a_folder_or_has_no_model_suffix(demo_model, tmp_path
     with pytest.raises(ModelFileError, match="is a directory"):
         Segmenter(folder)
     assert segment_main([str(folder), str(photo)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "model.tflite is a folder; pass the .tflite or .onnx model file" in capsys.readouterr().err
     renamed = tmp_path / "model.bin"
     renamed.write_bytes(demo_model.read_bytes())
     with pytest.raises(ValueError, match="cannot tell the backend"):

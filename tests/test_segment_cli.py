@@ -49,14 +49,15 @@ def test_image_to_png_overlay_and_json(model, tmp_path, capsys):
     printed = capsys.readouterr()
     assert "frame 0: 128x96: 1 background, 1 square" in printed.out
     assert "1 frames" in printed.err and "mean ms: pre" in printed.err
-    assert os.listdir(out_dir) == ["frame_000000.png"]
-    over = cv2.imread(str(out_dir / "frame_000000.png"))
+    assert os.listdir(out_dir) == ["square.png"]  # named after its source image
+    over = cv2.imread(str(out_dir / "square.png"))
     assert over.shape == (96, 128, 3)
     assert not np.array_equal(over[:, :, ::-1], rtm.square_image(96, 128, SQUARE_BOX))
     data = json.loads(js.read_text())
     assert data["summary"]["frames"] == 1 and data["summary"]["model"]["num_threads"] == 1
     (frame,) = data["frames"]
     assert frame["frame_index"] == 0 and frame["image_size"] == [96, 128]
+    assert frame["source_file"] == str(img)
     square = [s for s in frame["segments"] if s["name"] == "square"][0]
     assert square["bbox"] == list(SQUARE_BOX) and square["isthing"] is True
     assert set(frame["speed_ms"]) == {"preprocess", "inference", "postprocess"}

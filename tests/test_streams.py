@@ -154,14 +154,25 @@ def test_image_folder_in_name_order(segmenter, tmp_path):
 
 
 @pytest.mark.parametrize("pipeline", [None, False, True])
-def test_broken_image_in_folder_raises_clearly(segmenter, tmp_path, pipeline):
+def test_broken_image_in_folder_is_skipped_and_listed(segmenter, tmp_path, pipeline):
     cv2.imwrite(str(tmp_path / "a.png"), frame_rgb(0)[:, :, ::-1])
     (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
+    cv2.imwrite(str(tmp_path / "c.png"), frame_rgb(1)[:, :, ::-1])
     it = segmenter.stream(tmp_path, pipeline=pipeline)
-    assert next(it)[0] == 0  # the good frame first, then the error of the frame it belongs to
-    with pytest.raises(SourceError, match=r"b\.png"):
-        next(it)
+    got = [(index, it.frame_path) for index, _, _, _ in it]
+    # one corrupt photo does not end the run: the others are segmented, each with its file
+    assert got == [(0, str(tmp_path / "a.png")), (1, str(tmp_path / "c.png"))]
+    ((path, reason),) = it.skipped
+    assert path == str(tmp_path / "b.png") and "cannot decode" in reason
     assert segmenter.segment(frame_rgb(0)).segments  # the segmenter is free again
+
+
+def test_broken_single_image_raises_clearly(segmenter, tmp_path):
+    bad = tmp_path / "b.png"
+    bad.write_bytes(b"\x89PNG broken")
+    it = segmenter.stream(bad)
+    with pytest.raises(SourceError, match=r"^image .*b\.png: cannot decode"):
+        next(it)
 
 
 def test_pipelined_live_stream_yields_each_result_before_the_next_frame_arrives(segmenter, tmp_path):
