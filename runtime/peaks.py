@@ -14,9 +14,11 @@ heatmap more than a few times:
 * Ranking: value descending, ties to the lower flat index (TF ``top_k``). Ranking on logits equals ranking
   on the sigmoid except where the float32 sigmoid saturates to exactly 1.0 (logits above ~16.6).
 * Only proposals with ``sigmoid(logit) > object_mask_threshold`` can change the panoptic output, so only
-  values above the logit threshold are candidates. Candidates are gathered above an adaptive cut
-  (estimated from a strided sample, lowered until at least K peaks are found or the cut reaches the
-  threshold). The result is the top-K list of the reference with the invalid (low-score) entries dropped.
+  values above the logit threshold are candidates. Candidates are gathered above a cut: first the value
+  of the last heatmap's (2K)-th peak (kept in the :class:`PeakSetup`; consecutive frames are alike), else
+  an adaptive cut (estimated from a strided sample, lowered until at least K peaks are found or the cut
+  reaches the threshold). Any cut with at least K peaks above it (or at the threshold) gives the same
+  proposals. The result is the top-K list of the reference with the invalid (low-score) entries dropped.
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ class PeakSetup(NamedTuple):
     neighbours: np.ndarray | None  # _pixel_neighbours, for heatmaps with few pixels
     yx: np.ndarray | None  # _pixel_yx, likewise
     codes: tuple[np.ndarray, np.ndarray] | None  # _code_tables of one-byte codes
+    # [cut] a starting candidate cut learnt from the last heatmap of this layout (see find_proposals), or
+    # [None]: only a first guess, so it may be shared by threads and decoders (any cut gives the same result)
+    cut_hint: list
 
 
 @lru_cache(maxsize=32)
@@ -179,6 +184,7 @@ def peak_setup(
         neighbours=_pixel_neighbours(h, w, c) if small else None,
         yx=_pixel_yx(h, w) if small else None,
         codes=_code_tables(dt.str, quant) if one_byte else None,  # type: ignore[arg-type]
+        cut_hint=[None],
     )
 
 
@@ -287,6 +293,18 @@ def find_proposals(
     if flat.size <= _DENSE_PEAKS:
         idx = _dense_peaks(heatmap, t_floor)
         return _ranked(idx, flat.take(idx), setup)
+    # The candidate cut: first the hint from the last heatmap of this layout (the value of its (2K)-th
+    # peak: consecutive frames are alike, so usually ~2K peaks from a few hundred candidates, without
+    # the sample below). Too few peaks for K, or more candidates than the sampled cut aims for (a stale
+    # hint): the adaptive cut below, as for the first heatmap.
+    hint = setup.cut_hint
+    cut = hint[0]
+    if cut is not None and cut > t_floor:
+        cand = (flat >= cut).nonzero()[0]
+        if k <= cand.shape[0] <= 16 * k:
+            idx = cand.compress(_peaks(flat, cand, h, w, c, setup.neighbours))
+            if idx.shape[0] >= k:
+                return _ranked(idx, flat.take(idx), setup, hint)
     # Adaptive candidate cut: aim for ~8K candidates from a strided sample (~8192 values: the 8K-th largest
     # is still ~16 sample values deep for K = 50); widen until K peaks are found.
     stride = setup.stride
@@ -306,7 +324,8 @@ def find_proposals(
         if cut == t_floor or idx.shape[0] >= k:
             break
         want *= 4
-    return _ranked(idx, flat.take(idx), setup)
+    hint[0] = cut  # kept unless the ranking finds 2K peaks
+    return _ranked(idx, flat.take(idx), setup, hint)
 
 
 @lru_cache(maxsize=16)
@@ -322,13 +341,17 @@ def _code_tables(dtype: str, quant: tuple[float, float]) -> tuple[np.ndarray, np
     return logits, scores
 
 
-def _ranked(idx: np.ndarray, vals: np.ndarray, setup: PeakSetup) -> Proposals:
+def _ranked(idx: np.ndarray, vals: np.ndarray, setup: PeakSetup, hint: list | None = None) -> Proposals:
     """Top ``setup.k`` of the peaks ``idx [n]`` (ascending flat indices into a heatmap of ``setup.shape``)
-    with values ``vals [n]``, valid only."""
+    with values ``vals [n]``, valid only. ``hint``: :attr:`PeakSetup.cut_hint`, set to the value of the
+    (2K)-th peak when there are that many (the next heatmap's first candidate cut)."""
     # idx ascending, stable sort on a strictly decreasing key (``~q`` for codes: no overflow) -> value
     # descending, ties to the lower flat index (TF top_k).
     key = np.invert(vals) if vals.dtype.kind in "iub" else np.negative(vals)
-    order = key.argsort(kind="stable")[: setup.k]
+    order = key.argsort(kind="stable")
+    if hint is not None and order.shape[0] >= 2 * setup.k:
+        hint[0] = vals[order[2 * setup.k - 1]].item()
+    order = order[: setup.k]
     idx = idx.take(order)
     top = vals.take(order)
     quant, threshold = setup.quant, np.float32(setup.threshold)

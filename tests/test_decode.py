@@ -465,6 +465,37 @@ def test_peaks_large_heatmap_match_reference(quantised):
     assert len(got) == 100
 
 
+@pytest.mark.parametrize("quantised", [False, True])
+def test_peaks_cut_hint_from_the_last_heatmap_changes_nothing(quantised):
+    """A peak setup remembers a candidate cut from the heatmap before (its 2K-th peak); heatmaps much
+    hotter or colder than the last one (a hint too low or too high), hints set by hand and a hint whose
+    candidates hold fewer than K peaks (a plateau) still give the reference's proposals."""
+    from maskconver.runtime.peaks import peak_setup
+
+    rng = np.random.default_rng(12)
+    k, quant = 20, ((0.08, -10) if quantised else None)
+    dtype = np.int8 if quantised else np.float32
+    setup = peak_setup((40, 50, 41), np.dtype(dtype).str, k, 0.01, quant)
+    hints = []
+    for trial, offset in enumerate([0, 0, 30, -40, 5, 0, -90, 60, 0, 0, 0]):
+        if quantised:
+            heat = np.clip(rng.normal(-60 + offset, 20, setup.shape).round(), -128, 127).astype(np.int8)
+        else:
+            heat = (rng.standard_normal(setup.shape) - 3 + offset / 20).astype(np.float32)
+        if trial == 8:  # hints set by hand: at the floor, far above every value
+            setup.cut_hint[0] = setup.floor
+        elif trial == 9:
+            setup.cut_hint[0] = 127 if quantised else 1e9
+        elif trial == 10:  # 100 candidates above the hint, one peak
+            heat[:10, :10, 0] = heat.max() + 1
+            setup.cut_hint[0] = heat.max().item()
+        p = find_proposals(heat, setup=setup)
+        got = [tuple(map(int, t)) for t in zip(p.yx[:, 0], p.yx[:, 1], p.classes, strict=True)]
+        assert got == _dense_reference_proposals(heat, k, 0.01, quant)
+        hints.append(setup.cut_hint[0])
+    assert hints[1] is not None and len(set(hints)) > 2  # the hint follows the heatmaps
+
+
 def test_mask_embeddings_float32_for_any_head_dtype():
     rng = np.random.default_rng(5)
     d = 8
