@@ -66,7 +66,7 @@ import numpy as np
 from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan, resize_bilinear
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
-from maskconver.runtime.peaks import PeakSetup, Proposals, find_proposals, peak_setup
+from maskconver.runtime.peaks import PeakSetup, Proposals, _find_proposals, peak_setup
 
 MASK_RESOLUTIONS = ("full", "grid", "grid2x", "grid4x")
 STAGES = ("peaks", "mask_head", "mask_logits", "merge", "segments", "label_maps")  # PanopticDecoding.timings
@@ -857,7 +857,7 @@ def decode_planned(
 
     clock = [perf_counter()]  # stage boundaries (a handful of clock reads: ~0.5 us in all)
     with blas_threads(BLAS_THREADS):
-        props: Proposals = find_proposals(heat, setup=plan.peaks)
+        props: Proposals = _find_proposals(heat, plan.peaks)  # heat is of the plan's shape and dtype
         clock.append(perf_counter())
         centers = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale

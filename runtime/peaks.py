@@ -49,6 +49,18 @@ class Proposals:
     def __len__(self) -> int:
         return int(self.classes.shape[0])
 
+    @classmethod
+    def _from_arrays(cls, *arrays: np.ndarray) -> Proposals:
+        """Proposals from the arrays in field order (the per-frame path): the frozen dataclass's
+        ``__init__`` sets each field through ``object.__setattr__``; this fills the instance dict at once.
+        Equal to ``Proposals(*arrays)``."""
+        props = object.__new__(cls)
+        props.__dict__.update(zip(_PROPOSAL_FIELDS, arrays, strict=True))
+        return props
+
+
+_PROPOSAL_FIELDS = ("classes", "scores", "logits", "yx", "flat_index", "pixel")
+
 
 def sigmoid32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32 ``1 / (1 + exp(-x))`` (the formula every path of the decoder uses; ``out`` may be ``x``)."""
@@ -148,12 +160,15 @@ class PeakSetup(NamedTuple):
     dtype: str  # the heatmap's dtype.str
     k: int
     threshold: float
+    threshold32: np.float32  # the threshold as the float32 the scores are compared with
     quant: tuple[float, float] | None
     floor: Any  # the score threshold's cut in the heatmap's own domain
     stride: int  # of the sample the adaptive cut is estimated from
     neighbours: np.ndarray | None  # _pixel_neighbours, for heatmaps with few pixels
     yx: np.ndarray | None  # _pixel_yx, likewise
-    codes: tuple[np.ndarray, np.ndarray] | None  # _code_tables of one-byte codes
+    # _code_tables of one-byte codes (only when the scores rise with the code, as they do: then the
+    # scores of codes in descending order descend too)
+    codes: tuple[np.ndarray, np.ndarray] | None
     # [cut] a starting candidate cut learnt from the last heatmap of this layout (see find_proposals), or
     # [None]: only a first guess, so it may be shared by threads and decoders (any cut gives the same result)
     cut_hint: list
@@ -178,14 +193,21 @@ def peak_setup(
         dtype=dt.str,
         k=num_proposals,
         threshold=threshold,
+        threshold32=np.float32(threshold),
         quant=quant,
         floor=_floor_cut(threshold, dt.str, quant),
         stride=max(1, h * w * c // 8192),
         neighbours=_pixel_neighbours(h, w, c) if small else None,
         yx=_pixel_yx(h, w) if small else None,
-        codes=_code_tables(dt.str, quant) if one_byte else None,  # type: ignore[arg-type]
+        codes=_monotone(_code_tables(dt.str, quant)) if one_byte else None,  # type: ignore[arg-type]
         cut_hint=[None],
     )
+
+
+def _monotone(codes: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``codes`` (:func:`_code_tables`) if the scores do not fall as the code rises, else None."""
+    order = np.argsort(codes[0], kind="stable")  # by logit = by code (the scale is positive)
+    return codes if bool(np.all(np.diff(codes[1][order]) >= 0)) else None
 
 
 def _neighbours(idx: np.ndarray, h: int, w: int, c: int, table: np.ndarray | None = None) -> np.ndarray:
@@ -219,10 +241,10 @@ def _peaks(
     v = flat.take(idx)[:, None]
     # all 8 ``<=`` at once: the [n, 8] bool rows read as uint64 (outside neighbours are the candidate itself)
     keep = np.less_equal(vals, v).view(np.uint64).reshape(-1) == _ALL8
-    # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak
-    tie = np.equal(vals[:, :4], v)
-    tie &= keep[:, None]
-    rows, cols = tie.nonzero()
+    # a window maximum tied with an earlier neighbour that is a window maximum itself is not a peak (the
+    # ties of candidates that are no window maximum are looked up too: clearing their False keeps
+    # costs less than two more calls to leave them out)
+    rows, cols = np.equal(vals[:, :4], v).nonzero()
     if rows.size:
         pos = idx.searchsorted(nb[rows, cols])
         # outside neighbours hold the candidate's own index (pos == row): not a tie
@@ -285,6 +307,12 @@ def find_proposals(
             f"heatmap is {heatmap.dtype} {heatmap.shape}, the peak setup was made for "
             f"{np.dtype(setup.dtype)} {setup.shape}; make one with peak_setup for this heatmap"
         )
+    return _find_proposals(heatmap, setup)
+
+
+def _find_proposals(heatmap: np.ndarray, setup: PeakSetup) -> Proposals:
+    """:func:`find_proposals` of a heatmap ``[h, w, C]`` of ``setup``'s shape and dtype (not checked: a decode
+    plan checked them)."""
     h, w, c = heatmap.shape
     # (ndarray methods below rather than the np.* wrappers: their Python frames cost several us each
     # right after an inference)
@@ -354,14 +382,16 @@ def _ranked(idx: np.ndarray, vals: np.ndarray, setup: PeakSetup, hint: list | No
     order = order[: setup.k]
     idx = idx.take(order)
     top = vals.take(order)
-    quant, threshold = setup.quant, np.float32(setup.threshold)
+    threshold = setup.threshold32
     if setup.codes is not None:
         logits, scores = setup.codes[0].take(top), setup.codes[1].take(top)
+        least = scores[-1] if scores.shape[0] else None  # descending (see PeakSetup.codes)
     else:
-        logits = top.astype(np.float32) if quant is None else dequantize(top, quant)
+        logits = top.astype(np.float32) if setup.quant is None else dequantize(top, setup.quant)
         scores = sigmoid32(logits)
-    # all valid (the common case): one reduction, no mask
-    if scores.shape[0] and not np.minimum.reduce(scores) > threshold:
+        least = np.minimum.reduce(scores) if scores.shape[0] else None
+    # all valid (the common case): no mask
+    if least is not None and not least > threshold:
         valid = scores > threshold
         idx, logits, scores = idx.compress(valid), logits.compress(valid), scores.compress(valid)
     h, w, c = setup.shape
@@ -371,11 +401,11 @@ def _ranked(idx: np.ndarray, vals: np.ndarray, setup: PeakSetup, hint: list | No
     else:
         yx = np.empty((pix.shape[0], 2), dtype=np.int32)
         np.divmod(pix, w, out=(yx[:, 0], yx[:, 1]), casting="unsafe")
-    return Proposals(
-        classes=classes.astype(np.int32),
-        scores=scores,
-        logits=logits,
-        yx=yx,
-        flat_index=idx.astype(np.int64, copy=False),
-        pixel=pix.astype(np.intp, copy=False),
+    return Proposals._from_arrays(
+        classes.astype(np.int32),
+        scores,
+        logits,
+        yx,
+        idx.astype(np.int64, copy=False),
+        pix.astype(np.intp, copy=False),
     )
