@@ -136,11 +136,18 @@ def _check_args(args: argparse.Namespace) -> None:
                     f"--save {out} writes one image, but {args.source} is not a single image file; pass a folder "
                     f"for PNG frames or a {'/'.join(VIDEO_SUFFIXES)} file"
                 )
+            if out.resolve() == Path(args.source).resolve():
+                raise CliError(f"--save {out} is the input image itself; save the overlay under another name")
             if not out.parent.is_dir():
                 raise CliError(f"folder {out.parent} for --save {out} does not exist; create it first")
         elif out.suffix.lower() in VIDEO_SUFFIXES:
             if not out.parent.is_dir():
                 raise CliError(f"folder {out.parent} for --save {out} does not exist; create it first")
+        elif _image_folder_of(args.source) == out.resolve():
+            raise CliError(
+                f"--save {out} is the folder of the input images; the overlays (named after them) would overwrite "
+                "them: pass another folder"
+            )
         elif out.exists() and not out.is_dir():
             raise CliError(
                 f"--save {out} is an existing file without a video suffix; pass a folder for PNGs or a "
@@ -211,6 +218,14 @@ def _single_image(source: str) -> bool:
 
     p = Path(source)
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _image_folder_of(source: str) -> Path | None:
+    """The folder whose images ``source`` (an image folder or image file) reads, resolved; else None."""
+    p = Path(source)
+    if p.is_dir():
+        return p.resolve()
+    return p.resolve().parent if _single_image(source) else None
 
 
 def _frame_png_name(path: str | None, index: int, used: set[str]) -> str:
@@ -290,7 +305,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     try:
         frames = seg.stream(
-            args.source, drop_stale=args.drop_stale, vid_stride=args.vid_stride, max_frames=args.max_frames
+            args.source,
+            drop_stale=args.drop_stale,
+            vid_stride=args.vid_stride,
+            max_frames=args.max_frames,
+            skip_unreadable=True,  # one corrupt photo must not end a folder's run: warned and listed
         )
     except (SourceError, ValueError) as e:
         raise CliError(str(e)) from e

@@ -87,18 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.workers is not None and args.model is not None:
-        parser.error("--workers is for scoring saved predictions; a MODEL runs in this process")
+        print("note: --workers has no effect with a MODEL (it runs in this process)", file=sys.stderr)
     try:
         # output paths first: a run of minutes must not end in an unwritable --json
         if args.json:
             check_output_file(args.json, "--json", make_parents=True)
         if args.save_pred:
             check_output_dir(args.save_pred, "--save-pred")
-        with tempfile.TemporaryDirectory(prefix="maskconver-eval-") as work:
-            if args.model is not None:
+        if args.model is not None:
+            # a checkpoint is converted into it; removed after the run (the model file may still be open:
+            # where that blocks removal, e.g. on Windows, it is left to the system's temp cleanup)
+            with tempfile.TemporaryDirectory(prefix="maskconver-eval-", ignore_cleanup_errors=True) as work:
                 result, inputs = _eval_model(args, Path(work))
-            else:
-                result, inputs = _eval_saved(args, parser)
+        else:
+            result, inputs = _eval_saved(args, parser)
     except (EvalError, PanopticFormatError, FileNotFoundError, ValueError) as e:
         print(f"maskconver-eval: error: {e}", file=sys.stderr)
         return 1

@@ -47,6 +47,23 @@ def as_rgb_uint8(image: Any, color: str = "rgb") -> np.ndarray:
             unsupported channel count or dtype, NaN/inf, or values outside the dtype's accepted range;
             the message names the problem and the fix.
     """
+    arr = check_image_layout(image, color)
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    arr = _to_uint8(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if channels == 1:
+        return np.ascontiguousarray(np.broadcast_to(arr, (*arr.shape[:2], 3)))
+    if channels == 3 and color == "rgb":
+        return np.ascontiguousarray(arr)
+    rgb = arr[:, :, 2::-1] if color == "bgr" else arr[:, :, :3]
+    return np.ascontiguousarray(rgb)
+
+
+def check_image_layout(image: Any, color: str = "rgb") -> np.ndarray:
+    """The checks of :func:`as_rgb_uint8` that need no pass over the pixels (``color``, None, the number of
+    dimensions, empty or tiny images, the channel count): ``image`` as an array (not copied), else ValueError.
+    Value checks (range, NaN) and the conversion are left to :func:`as_rgb_uint8`."""
     if color not in COLOR_ORDERS:
         raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if image is None:
@@ -74,15 +91,11 @@ def as_rgb_uint8(image: Any, color: str = "rgb") -> np.ndarray:
         raise ValueError(
             f"image has {channels} channels (shape {arr.shape}); expected 1 (gray), 3 (RGB) or 4 (RGBA){hint}"
         )
-    arr = _to_uint8(arr)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if channels == 1:
-        return np.ascontiguousarray(np.broadcast_to(arr, (*arr.shape[:2], 3)))
-    if channels == 3 and color == "rgb":
-        return np.ascontiguousarray(arr)
-    rgb = arr[:, :, 2::-1] if color == "bgr" else arr[:, :, :3]
-    return np.ascontiguousarray(rgb)
+    if arr.dtype == np.bool_:
+        raise ValueError("image is boolean; pass a uint8 image (a mask? use mask.astype(np.uint8) * 255)")
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"image dtype {arr.dtype} is not supported; pass uint8 RGB [H, W, 3]")
+    return arr
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

@@ -569,11 +569,12 @@ class Segmenter:
         vid_stride: int = 1,
         max_frames: int | None = None,
         pipeline: bool | None = None,
+        skip_unreadable: bool = False,
     ) -> SegmentStream:
         """Segment a camera / video / URL / image folder: an iterator of ``(frame_index, timestamp_ms,
         frame, result)``; ``pipeline`` runs the model on the next frame while this one is decoded (None:
-        when the model is slow enough for that to pay off). See
-        :func:`maskconver.runtime.streams.stream`."""
+        when the model is slow enough for that to pay off); ``skip_unreadable``: a folder skips (and lists)
+        files it cannot read instead of raising. See :func:`maskconver.runtime.streams.stream`."""
         from maskconver.runtime.streams import stream
 
         return stream(
@@ -583,6 +584,7 @@ class Segmenter:
             vid_stride=vid_stride,
             max_frames=max_frames,
             pipeline=pipeline,
+            skip_unreadable=skip_unreadable,
         )
 
     def close(self) -> None:

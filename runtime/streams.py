@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from maskconver.runtime.preprocess import IMAGE_SUFFIXES, as_rgb_uint8, read_image
+from maskconver.runtime.preprocess import IMAGE_SUFFIXES, as_rgb_uint8, check_image_layout, read_image
 
 if TYPE_CHECKING:
     from maskconver.runtime.result import PanopticResult
@@ -62,13 +62,15 @@ class SourceError(ValueError):
 
 @dataclass
 class Frame:
-    """One captured frame: source index, monotonic capture time (ms since stream start), RGB pixels, and the
-    image file it came from (image folders and files; None for cameras, videos and URLs)."""
+    """One captured frame: source index, monotonic capture time (ms since stream start), RGB pixels, the
+    image file it came from (image folders and files; None for cameras, videos and URLs), and the unreadable
+    files a folder skipped just before it (``(path, reason)``)."""
 
     index: int
     timestamp_ms: float
     image: np.ndarray
     path: str | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,16 +147,23 @@ class _CaptureSource(_Source):
 class _FolderSource(_Source):
     """Image files of a folder in name order (or one image file).
 
-    In a folder an unreadable file is skipped and listed in :attr:`skipped` (``(path, reason)``), so one
-    corrupt photo does not end the run; a single image file that cannot be read is an error."""
+    An unreadable file is a :class:`SourceError`, or with ``skip_unreadable`` (folders only) skipped and
+    collected in :attr:`skipped` (``(path, reason)``; :meth:`take_skipped` hands them over), so one corrupt
+    photo does not end the run."""
 
-    def __init__(self, files: list[Path], name: str, folder: bool = True):
+    def __init__(self, files: list[Path], name: str, folder: bool = True, skip_unreadable: bool = False):
         self.files = files
         self.name = name
         self.folder = folder
+        self.skip_unreadable = skip_unreadable and folder
         self.skipped: list[tuple[str, str]] = []
         self.path: str | None = None  # the file of the last frame read
         self._i = 0
+
+    def take_skipped(self) -> tuple[tuple[str, str], ...]:
+        """The files skipped since the last call."""
+        out, self.skipped = tuple(self.skipped), []
+        return out
 
     def read(self) -> np.ndarray | None:
         while self._i < len(self.files):
@@ -163,8 +172,9 @@ class _FolderSource(_Source):
             try:
                 image = read_image(path)
             except (ValueError, OSError) as e:
-                if not self.folder:
-                    raise SourceError(f"image {path}: {e}") from e
+                if not self.skip_unreadable:
+                    where = f"image folder {self.name}: {e}" if self.folder else f"image {path}: {e}"
+                    raise SourceError(where) from e
                 self.skipped.append((str(path), str(e)))
                 continue
             self.path = str(path)
@@ -187,9 +197,9 @@ def _open_hint(target: int | str, name: str) -> str:
     return f"cannot open video {name}: not a video OpenCV can read; pass a video file, an image folder or a camera index"
 
 
-def open_source(source: int | str | os.PathLike) -> _Source:
+def open_source(source: int | str | os.PathLike, skip_unreadable: bool = False) -> _Source:
     """Open a camera index (``0`` or ``"0"``), a stream URL (``rtsp://``, ``http://``...), a video file,
-    an image file or a folder of images.
+    an image file or a folder of images (``skip_unreadable``: a folder skips files it cannot read).
 
     Raises:
         SourceError: the source does not exist or cannot be read.
@@ -207,7 +217,7 @@ def open_source(source: int | str | os.PathLike) -> _Source:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SourceError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}); check the path")
-        return _FolderSource(files, str(path))
+        return _FolderSource(files, str(path), skip_unreadable=skip_unreadable)
     if not path.exists():
         raise SourceError(
             f"{path} does not exist; pass a camera index, a URL, a video file or an image folder"
@@ -234,6 +244,7 @@ class FrameReader:
         self.drop_stale = drop_stale
         self.vid_stride = vid_stride
         self.dropped = 0
+        self.trailing_skipped: tuple[tuple[str, str], ...] = ()  # set once the source has ended
         self._t0 = time.monotonic()
         self._last_ts = -1.0
         self._stop = threading.Event()
@@ -270,12 +281,16 @@ class FrameReader:
                 image = self.source.read()
                 if image is None:
                     break
-                self._publish(Frame(index, self._timestamp(), image, getattr(self.source, "path", None)))
+                src = self.source
+                skipped = src.take_skipped() if isinstance(src, _FolderSource) else ()
+                self._publish(Frame(index, self._timestamp(), image, getattr(src, "path", None), skipped))
                 index += 1
         except BaseException as e:  # handed to the consumer
             self._error = e
         finally:
             # the capture thread owns the source: releasing it here never races a read in progress
+            if isinstance(self.source, _FolderSource):  # unreadable files after the last frame
+                self.trailing_skipped = self.source.take_skipped()
             self.source.close()
             self._finish()
 
@@ -349,6 +364,7 @@ def stream(
     vid_stride: int = 1,
     max_frames: int | None = None,
     pipeline: bool | None = None,
+    skip_unreadable: bool = False,
 ) -> SegmentStream:
     """Segment every frame of ``source`` (see the module doc): an iterator (:class:`SegmentStream`) of
     ``(frame_index, timestamp_ms, frame RGB uint8, PanopticResult)``.
@@ -362,15 +378,18 @@ def stream(
         max_frames: stop after this many results.
         pipeline: overlap the model run of the next frame with the decoding of the current one (True),
             never (False), or decide from the first frames' inference time (None, the default).
+        skip_unreadable: an image folder skips files it cannot read (listed in ``SegmentStream.skipped``
+            once the frames after them are handed out; frame indices then count the readable images) instead
+            of raising :class:`SourceError` on the frame that would have been that file.
     Raises:
-        SourceError: at call time, if the source cannot be opened.
+        SourceError: at call time, if the source cannot be opened; while iterating, if it cannot be read.
         ValueError: bad arguments.
     """
     if not isinstance(vid_stride, int) or vid_stride < 1:
         raise ValueError(f"vid_stride must be a positive integer, got {vid_stride!r}")
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
         raise ValueError(f"max_frames must be a non-negative integer or None, got {max_frames!r}")
-    src = open_source(source)
+    src = open_source(source, skip_unreadable=skip_unreadable)
     if drop_stale is None:
         drop_stale = src.live
     if drop_stale and isinstance(src, _FolderSource):
@@ -413,6 +432,7 @@ class SegmentStream:
         self.drop_stale = reader.drop_stale
         self.vid_stride = reader.vid_stride
         self.frame_path: str | None = None
+        self._skipped: list[tuple[str, str]] = []  # of the frames handed out (and, at the end, after them)
         self._probe: list[float] | None = [] if pipeline is None else None  # inference ms while deciding
         self._pool = self._new_pool() if pipeline else None
         self._pending: Future | None = None
@@ -434,7 +454,7 @@ class SegmentStream:
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return list(getattr(self._reader.source, "skipped", ()))
+        return list(self._skipped)
 
     def __iter__(self) -> SegmentStream:
         return self
@@ -446,6 +466,7 @@ class SegmentStream:
         frame = self._reader.get()
         if frame is None:
             self._ended = True  # the reader's end marker is read only once
+            self._skipped.extend(self._reader.trailing_skipped)
         else:
             self._count += 1
         return frame
@@ -467,6 +488,7 @@ class SegmentStream:
                 result = self.segmenter.segment(frame.image)
                 self._decide(result.speed["inference"])
                 self.frame_path = frame.path
+                self._skipped.extend(frame.skipped)
                 return frame.index, frame.timestamp_ms, frame.image, result
             pending = self._pending or self._pool.submit(self._fetch_and_run)
             self._pending = None
@@ -479,6 +501,7 @@ class SegmentStream:
             self._pending = self._pool.submit(self._fetch_and_run)
             result = self.segmenter._finish(started, *self.segmenter._modes(None, None))
             self.frame_path = frame.path
+            self._skipped.extend(frame.skipped)
             return frame.index, frame.timestamp_ms, frame.image, result
         except BaseException:
             self.close()
@@ -617,13 +640,14 @@ class LiveSegmenter:
         """Queue ``frame`` unless the worker is busy. Returns True if accepted, False if dropped.
 
         Raises:
-            ValueError: ``frame`` is no usable image (see :func:`maskconver.runtime.preprocess.as_rgb_uint8`),
-                or the timestamp does not increase.
+            ValueError: ``frame`` is no image of a usable shape and dtype (values, e.g. NaN, are checked on
+                the worker: :func:`maskconver.runtime.preprocess.as_rgb_uint8`), or the timestamp does not
+                increase.
         """
         self._raise_pending_error()
         if self._closed:
             raise RuntimeError("LiveSegmenter is closed")
-        as_rgb_uint8(frame, self.color)  # a bad frame is this call's error, not the next one's
+        check_image_layout(frame, self.color)  # a bad frame is this call's error (no pass over the pixels)
         self._ts.check(timestamp_ms)
         with self._lock:
             if self._busy:

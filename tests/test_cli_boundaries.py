@@ -148,6 +148,34 @@ def test_segment_single_image_to_one_png_and_folder_outputs_named_after_their_so
     assert not (tmp_path / "x.png").exists()
 
 
+def test_segment_never_writes_over_its_input_images(demo_model, tmp_path, capsys):
+    from maskconver.runtime.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), _blocky(96, 128, seed=0)[:, :, ::-1])
+    before = (photos / "a.png").read_bytes()
+    for source, save in ((photos, photos), (photos / "a.png", photos), (photos / "a.png", photos / "a.png")):
+        assert main([str(demo_model), str(source), "--save", str(save), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "would overwrite them" in err or "is the input image itself" in err
+    assert (photos / "a.png").read_bytes() == before and os.listdir(photos) == ["a.png"]
+
+
+def test_segment_reports_only_the_skips_it_reached(demo_model, tmp_path, capsys):
+    from maskconver.runtime.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), _blocky(96, 128, seed=0)[:, :, ::-1])
+    (photos / "b.png").write_bytes(b"broken")
+    cv2.imwrite(str(photos / "c.png"), _blocky(96, 128, seed=1)[:, :, ::-1])
+    js = tmp_path / "r.json"
+    assert main([str(demo_model), str(photos), "--max-frames", "1", "--json", str(js), "--quiet"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert "skipped_files" not in json.loads(js.read_text())["summary"]
+
+
 def test_segment_video_gets_the_usual_file_permissions(demo_model, tmp_path):
     from maskconver.runtime.cli import main
 
@@ -170,6 +198,8 @@ def test_live_segmenter_refuses_a_bad_frame_on_the_call_that_passes_it(demo_mode
     with LiveSegmenter(demo_model, lambda r, f, t: got.append(t)) as live:
         with pytest.raises(ValueError, match="image is empty"):
             live.segment_async(np.zeros((0, 0, 3), np.uint8), 1.0)
+        with pytest.raises(ValueError, match="image is boolean"):
+            live.segment_async(np.zeros((96, 128, 3), bool), 1.5)
         assert live.segment_async(_blocky(96, 128, 0), 2.0)  # the worker is unharmed
         assert live.wait(60)
     assert got == [2.0]
@@ -197,6 +227,8 @@ def test_eval_checks_outputs_and_options_first_and_leaves_no_temp_folder(
     with pytest.raises(SystemExit) as e:
         main(["--gt-json", "a.json", "--pred-json", "b.json", "--workers", "0"])
     assert e.value.code == 2
+    assert main([str(demo_model), "--data", str(data), "--workers", "2", "--limit", "1", "--quiet"]) == 0
+    assert "note: --workers has no effect with a MODEL" in capsys.readouterr().err
     ckpt = demo_checkpoint()
     if ckpt is None:
         pytest.skip("no demo checkpoint")

@@ -154,17 +154,39 @@ def test_image_folder_in_name_order(segmenter, tmp_path):
 
 
 @pytest.mark.parametrize("pipeline", [None, False, True])
-def test_broken_image_in_folder_is_skipped_and_listed(segmenter, tmp_path, pipeline):
+def test_broken_image_in_folder_raises_clearly_or_is_skipped_and_listed(segmenter, tmp_path, pipeline):
     cv2.imwrite(str(tmp_path / "a.png"), frame_rgb(0)[:, :, ::-1])
     (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
     cv2.imwrite(str(tmp_path / "c.png"), frame_rgb(1)[:, :, ::-1])
     it = segmenter.stream(tmp_path, pipeline=pipeline)
-    got = [(index, it.frame_path) for index, _, _, _ in it]
-    # one corrupt photo does not end the run: the others are segmented, each with its file
-    assert got == [(0, str(tmp_path / "a.png")), (1, str(tmp_path / "c.png"))]
+    assert next(it)[0] == 0  # the good frame first, then the error of the frame it belongs to
+    with pytest.raises(SourceError, match=r"image folder .*b\.png"):
+        next(it)
+    assert segmenter.segment(frame_rgb(0)).segments  # the segmenter is free again
+    # opt-in (the CLI's choice): one corrupt photo does not end the run; the others come, each with its file
+    it = segmenter.stream(tmp_path, pipeline=pipeline, skip_unreadable=True)
+    got = []
+    for index, _, _, _ in it:
+        got.append((index, it.frame_path, len(it.skipped)))
+    assert got == [(0, str(tmp_path / "a.png"), 0), (1, str(tmp_path / "c.png"), 1)]
     ((path, reason),) = it.skipped
     assert path == str(tmp_path / "b.png") and "cannot decode" in reason
-    assert segmenter.segment(frame_rgb(0)).segments  # the segmenter is free again
+
+
+def test_skipped_files_count_only_up_to_the_frames_handed_out(segmenter, tmp_path):
+    """The capture thread reads ahead: a corrupt file it met beyond ``max_frames`` is not reported, one after
+    the last image is (the source was read to its end)."""
+    cv2.imwrite(str(tmp_path / "a.png"), frame_rgb(0)[:, :, ::-1])
+    (tmp_path / "b.png").write_bytes(b"broken")
+    cv2.imwrite(str(tmp_path / "c.png"), frame_rgb(1)[:, :, ::-1])
+    (tmp_path / "d.png").write_bytes(b"broken")
+    it = segmenter.stream(tmp_path, skip_unreadable=True, max_frames=1)
+    assert [i for i, _, _, _ in it] == [0]
+    time.sleep(0.2)  # the reader has read ahead by now
+    assert it.skipped == []
+    it = segmenter.stream(tmp_path, skip_unreadable=True)
+    assert [i for i, _, _, _ in it] == [0, 1]
+    assert [p for p, _ in it.skipped] == [str(tmp_path / "b.png"), str(tmp_path / "d.png")]
 
 
 def test_broken_single_image_raises_clearly(segmenter, tmp_path):
