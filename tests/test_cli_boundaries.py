@@ -17,15 +17,7 @@ import numpy as np
 import pytest
 from maskconver.runtime.output_paths import OutputPathError, check_output_dir, check_output_file
 from maskconver.runtime.preprocess import read_image
-from reliability_helpers import demo_checkpoint, demo_int8_model
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory) -> Path:
-    try:
-        return demo_int8_model(tmp_path_factory.getbasetemp())
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+from reliability_helpers import demo_checkpoint
 
 
 def _blocky(h: int, w: int, seed: int) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from maskconver.runtime.cli import main as segment_main
 from maskconver.runtime.model_info import ModelFileError
-from reliability_helpers import MountUnavailable, demo_checkpoint, demo_int8_model, run_cli, tmpfs
+from reliability_helpers import MountUnavailable, demo_checkpoint, run_cli, tmpfs
 
 DEFECT = "DEFECT (xfail, see reason): "
 
@@ -45,14 +45,6 @@ def defect(reason: str):
 
 # ---------------------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory) -> Path:
-    try:
-        return demo_int8_model(tmp_path_factory.getbasetemp())
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

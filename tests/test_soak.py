@@ -11,23 +11,13 @@ result of the same image. A short smoke run of the script (default run) keeps it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from maskconver.benchmarks.soak import main as soak_main
 from maskconver.benchmarks.soak import plot, run_soak
-from reliability_helpers import demo_int8_model
 
 MAX_GROWTH_MB = 4.0
 MAX_SLOPE_MB_PER_1000 = 1.0
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory) -> Path:
-    try:
-        return demo_int8_model(tmp_path_factory.getbasetemp())
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.mark.soak

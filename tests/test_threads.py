@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import demo_int8_model
 
 NUM_THREADS = 4
 IMAGES_PER_THREAD = 12
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory) -> Path:
-    try:
-        return demo_int8_model(tmp_path_factory.getbasetemp())
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
 
 
 def images(n: int, seed: int) -> list[np.ndarray]:
