@@ -126,8 +126,19 @@ class PanopticDecoding:
     proposal_yx: np.ndarray
     proposal_areas: np.ndarray
     proposal_segment: np.ndarray
-    mask_logits: np.ndarray = field(repr=False)
+    # the mask logits are ``raw_mask_logits - mask_logit_offset`` (see :attr:`mask_logits`): the grid merge
+    # takes the zero-point term of quantised features as an offset rather than a pass over all logits
+    raw_mask_logits: np.ndarray = field(repr=False)
+    mask_logit_offset: np.ndarray | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def mask_logits(self) -> np.ndarray:
+        """float32 ``[h, w, K]`` low-resolution mask logits (made on first use when an offset is pending)."""
+        if self.mask_logit_offset is not None:
+            self.raw_mask_logits = self.raw_mask_logits - self.mask_logit_offset
+            self.mask_logit_offset = None
+        return self.raw_mask_logits
 
     @property
     def num_segments(self) -> int:
@@ -432,8 +443,10 @@ class FoldedHead:
     eps: float  # H * epsilon
     gamma: np.ndarray  # [H] sqrt(H) * gamma
     beta: np.ndarray  # [H]
-    w1: np.ndarray  # [H, D + 1] s_m * W1, and a last column -zp_m * s_m * W1 summed over D
-    b1: np.ndarray  # [D + 1] s_m * b1, and -zp_m * s_m * sum(b1)
+    # [H, D + 1] s_m * W1, and a last column zp_m * s_m * W1 summed over D: minus the zero-point term (so
+    # the merge can take ``n - q.emb``, the negated logit its sigmoid needs, in one subtraction)
+    w1: np.ndarray
+    b1: np.ndarray  # [D + 1] s_m * b1, and zp_m * s_m * sum(b1)
     mask_zero_point: bool  # zp_m != 0: the last column is not all zeros
 
 
@@ -478,8 +491,8 @@ def fold_mask_head(
         eps=float(hidden * LAYER_NORM_EPSILON),
         gamma=(np.sqrt(hidden) * f64["mlp_norm_gamma"]).astype(np.float32),
         beta=mh["mlp_norm_beta"],
-        w1=np.concatenate([w1, -zp_m * w1.sum(axis=1, keepdims=True)], axis=1).astype(np.float32),
-        b1=np.append(b1, -zp_m * b1.sum()).astype(np.float32),
+        w1=np.concatenate([w1, zp_m * w1.sum(axis=1, keepdims=True)], axis=1).astype(np.float32),
+        b1=np.append(b1, zp_m * b1.sum()).astype(np.float32),
         mask_zero_point=bool(zp_m),
     )
     if len(_FOLDED) >= 16:
@@ -490,7 +503,7 @@ def fold_mask_head(
 
 def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Gathered centre embeddings ``center [K, D]`` (codes or floats, as the plan's outputs), ``classes [K]``
-    -> ``[K, D + 1]`` float32: ``s_m * mask embeddings`` and, last, the zero-point term ``-zp_m * s_m * sum_d
+    -> ``[K, D + 1]`` float32: ``s_m * mask embeddings`` and, last, minus the zero-point term: ``zp_m * s_m * sum_d
     emb`` (:class:`FoldedHead`; ``s_m`` = 1, ``zp_m`` = 0 for float features)."""
     x = np.subtract(center, np.float32(head.center_zero_point), dtype=np.float32, casting="unsafe")
     x *= head.class_embeddings.take(classes, axis=0)
@@ -509,12 +522,12 @@ def _folded_embeddings(head: FoldedHead, center: np.ndarray, classes: np.ndarray
 
 def _scaled_mask_logits(features: np.ndarray, emb: np.ndarray, zero_point: bool = True) -> np.ndarray:
     """``features [h, w, D]`` (codes or floats), ``emb [K, D + 1]`` of :func:`_folded_embeddings` -> logits
-    ``[h, w, K]`` = ``q @ emb[:, :D]^T + emb[:, D]`` (the zero-point term; skipped when ``zero_point`` is
+    ``[h, w, K]`` = ``q @ emb[:, :D]^T - emb[:, D]`` (the zero-point term; skipped when ``zero_point`` is
     False, i.e. the features have none and the column is zeros)."""
     h, w, d = features.shape
     out = features.astype(np.float32, copy=False).reshape(h * w, d) @ emb[:, :d].T
     if zero_point:
-        out += emb[:, d]
+        out -= emb[:, d]  # exactly ``+ (-emb[:, d])``: the same floats as adding the term itself
     return out.reshape(h, w, -1)
 
 
@@ -862,9 +875,14 @@ def decode_planned(
         centers = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale
         clock.append(perf_counter())
-        if factor == 1:  # only the cells some output pixel falls into
+        offset = None
+        if factor == 1:  # only the cells some output pixel falls into; the zero-point term goes to the merge
             feats = feats[gy.take()][:, gx.take()]
-        logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
+            if plan.head.mask_zero_point:
+                offset = emb[:, d].copy()  # contiguous: the merge's broadcast subtraction is 1.7x faster
+            logits = _scaled_mask_logits(feats, emb, zero_point=False)
+        else:
+            logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
         if factor > 1:  # the upsampled grid, up to the last cell the output uses
             py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
             px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)
@@ -874,7 +892,7 @@ def decode_planned(
         )
         clock.append(perf_counter())
         if factor:
-            merge = merge_grid(logits, props.scores, gy, gx, small_area, overlap)
+            merge = merge_grid(logits, props.scores, gy, gx, small_area, overlap, offset)
         else:
             merge = (merge_fast if plan.method == "fast" else merge_dense)(
                 logits, props.scores, py, px, small_area, overlap
@@ -896,7 +914,8 @@ def decode_planned(
         proposal_scores=props.scores,
         proposal_yx=props.yx,
         proposal_areas=merge.mask_area,
-        mask_logits=logits,
+        raw_mask_logits=logits,
+        mask_logit_offset=offset,
         timings={name: 1000.0 * (b - a) for name, a, b in zip(STAGES, clock[:-1], clock[1:], strict=True)},
         segment_rows=rows,
         proposal_segment=proposal_segment,

@@ -65,7 +65,11 @@ _PROPOSAL_FIELDS = ("classes", "scores", "logits", "yx", "flat_index", "pixel")
 def sigmoid32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32 ``1 / (1 + exp(-x))`` (the formula every path of the decoder uses; ``out`` may be ``x``)."""
     x = np.asarray(x, dtype=np.float32)
-    t = np.negative(x, out=out)
+    return sigmoid32_of_negated(np.negative(x, out=out))
+
+
+def sigmoid32_of_negated(t: np.ndarray) -> np.ndarray:
+    """:func:`sigmoid32` of ``-t`` for a float32 array ``t`` (any shape), computed in place in ``t``."""
     with np.errstate(over="ignore"):
         np.exp(t, out=t)
     t += np.float32(1.0)

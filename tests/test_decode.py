@@ -959,8 +959,8 @@ def test_folded_mask_head_equals_the_mlp(quantised):
     want = mask_embeddings(rows, classes, head) * np.float32(1.0 if mq is None else mq[0])
     assert got.shape == (12, d + 1)
     np.testing.assert_allclose(got[:, :d], want, rtol=2e-5, atol=2e-5 * float(np.abs(want).max()))
-    # the last column is the zero-point term of the mask logits, -zp * sum_d (s_m emb)
-    zp_term = -(0.0 if mq is None else mq[1]) * want.astype(np.float64).sum(axis=1)
+    # the last column is minus the zero-point term of the mask logits: zp * sum_d (s_m emb)
+    zp_term = (0.0 if mq is None else mq[1]) * want.astype(np.float64).sum(axis=1)
     np.testing.assert_allclose(
         got[:, d], zp_term, rtol=1e-4, atol=1e-4 * float(np.abs(want).sum(axis=1).max())
     )
