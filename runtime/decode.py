@@ -773,7 +773,8 @@ def plan_decode(
 ) -> DecodePlan:
     """The checks and constants of :func:`decode_panoptic` (same arguments; of the outputs only their
     shapes and dtypes are used) as a :class:`DecodePlan` for :func:`decode_planned`, which checks the values
-    (NaN/inf) every frame."""
+    (NaN/inf) every frame. The plan is tied to ``output_size`` / ``valid_size``: its masks always have that
+    geometry, so make one plan per image size."""
     if method not in ("fast", "dense"):
         raise ValueError(f"method must be 'fast' or 'dense', got {method!r}")
     if mask_resolution not in MASK_RESOLUTIONS:

@@ -129,6 +129,20 @@ class ModelFile:
                 return t
         raise KeyError(name)
 
+    def decode_settings(self) -> dict[str, Any]:
+        """Everything ``decode_panoptic(heatmap, center_embeddings, mask_features, **settings, output_size=...,
+        valid_size=...)`` needs besides the outputs and the image geometry, for your own interpreter loop: the
+        mask head, the outputs' int8 quantisation (None for float outputs) and :meth:`ModelInfo.decode_settings`.
+        """
+        quant = {}
+        for name, key in zip(OUTPUT_NAMES, ("heatmap_quant", "center_quant", "mask_quant"), strict=True):
+            t = self.output(name)
+            integer = t.dtype in ("int8", "uint8") and t.scale is not None and t.zero_point is not None
+            quant[key] = (
+                (float(t.scale.reshape(-1)[0]), float(t.zero_point.reshape(-1)[0])) if integer else None
+            )
+        return {"mask_head": self.mask_head, **quant, **self.info.decode_settings()}
+
 
 # ------------------------------------------------------------------------------------------------------
 def _parse_associated(files: dict[str, bytes], hashes: dict[str, str | None], where: str):

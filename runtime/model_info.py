@@ -66,6 +66,21 @@ class ModelInfo:
                 table[c.id] = True
         return table
 
+    def decode_settings(self) -> dict[str, Any]:
+        """The model's decoding settings as keyword arguments of ``decode_panoptic`` / ``plan_decode``: input
+        size, stride, thing ids, number of proposals, thresholds and canvas (see ``ModelFile.decode_settings``
+        for the mask head and the outputs' quantisation too)."""
+        return {
+            "input_size": tuple(self.input_size),
+            "stride": self.stride,
+            "thing_ids": self.is_thing_table(),
+            "num_proposals": self.num_proposals,
+            "object_mask_threshold": self.object_mask_threshold,
+            "overlap_threshold": self.overlap_threshold,
+            "small_area_threshold": self.small_area_threshold,
+            "canvas_size": tuple(self.canvas_size),
+        }
+
     def labels(self) -> list[str]:
         names = {c.id: c.name for c in self.categories}
         return [names.get(i, f"class_{i}") for i in range(self.num_classes)]

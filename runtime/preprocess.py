@@ -60,6 +60,10 @@ def as_rgb_uint8(image: Any, color: str = "rgb") -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+# PIL image modes whose array is already pixels this module reads (others are converted to RGB first)
+_PIL_ARRAY_MODES = frozenset({"RGB", "RGBA", "L", "I", "I;16", "I;16L", "I;16B", "F"})
+
+
 def check_image_layout(image: Any, color: str = "rgb") -> np.ndarray:
     """The checks of :func:`as_rgb_uint8` that need no pass over the pixels (``color``, None, the number of
     dimensions, empty or tiny images, the channel count): ``image`` as an array (not copied), else ValueError.
@@ -68,6 +72,11 @@ def check_image_layout(image: Any, color: str = "rgb") -> np.ndarray:
         raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if image is None:
         raise ValueError("image is None (a failed cv2.imread returns None); check the file path")
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and mode not in _PIL_ARRAY_MODES and callable(getattr(image, "convert", None)):
+        image = image.convert(
+            "RGB"
+        )  # a PIL palette / CMYK / YCbCr / LA / bilevel image: its colours, not codes
     arr = np.asarray(image)
     if arr.ndim == 4 and arr.shape[0] == 1:
         raise ValueError(

@@ -111,9 +111,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     atomic.write_bytes_atomic(path, data)
 
 
-@dataclass
+@dataclass(eq=False)
 class PanopticResult:
-    """Panoptic segmentation of one image.
+    """Panoptic segmentation of one image (compared by identity; pickles and deep-copies).
 
     Attributes:
         category_mask: ``[H, W]`` category id per pixel (0 = void); uint8, uint16 or int32 (the Segmenter's
@@ -152,7 +152,10 @@ class PanopticResult:
 
     @property
     def image(self) -> np.ndarray | None:
-        """The RGB image the masks align with (the input, or the canvas in ``"canvas"`` mode), if known."""
+        """The RGB image the masks align with (the input, or the canvas in ``"canvas"`` mode), if known.
+
+        In ``"original"`` mode this is the array passed to ``segment`` when it was already contiguous RGB
+        uint8, not a copy: copy the frame first if you refill the same buffer before drawing the result."""
         return None if self._image_fn is None else self._image_fn()
 
     def panoptic_ids(self) -> np.ndarray:

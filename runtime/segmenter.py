@@ -350,14 +350,8 @@ class Segmenter:
         self._thing_table = info.is_thing_table()
         self._thing_list: list[bool] = self._thing_table.tolist()
         self._decode_kwargs = {
-            "input_size": tuple(info.input_size),
-            "stride": info.stride,
+            **info.decode_settings(),
             "thing_ids": self._thing_table,
-            "num_proposals": info.num_proposals,
-            "object_mask_threshold": info.object_mask_threshold,
-            "overlap_threshold": info.overlap_threshold,
-            "small_area_threshold": info.small_area_threshold,
-            "canvas_size": tuple(info.canvas_size),
             "mask_dtype": mask_dtype_for(mask_dtype, info.num_classes, info.num_proposals),
         }
         self._plans: dict[tuple, DecodePlan] = {}  # (mode, mask resolution, image size, valid) -> plan
@@ -483,9 +477,9 @@ class Segmenter:
         rgb = started.rgb
         dec = self._decode(started.outputs, rgb.shape[:2], started.valid, mode, masks)
         if mode == "original":
-            image_fn = _constant(rgb)
+            image_fn = _ConstantImage(rgb)
         else:
-            image_fn = _resized(started.canvas, tuple(self.info.canvas_size))
+            image_fn = _ResizedCanvas(started.canvas, tuple(self.info.canvas_size))
         t3 = time.perf_counter()
         result = self._result(dec, rgb.shape[:2], mode, image_fn)
         result.decode_stages = {**dec.timings, "result": 1000.0 * (time.perf_counter() - t3)}
@@ -598,16 +592,26 @@ class Segmenter:
         self.close()
 
 
-def _constant(img: np.ndarray):
-    return lambda: img
+class _ConstantImage:
+    """The result's image: the input itself (a plain class, not a closure, so results pickle)."""
+
+    def __init__(self, img: np.ndarray):
+        self.img = img
+
+    def __call__(self) -> np.ndarray:
+        return self.img
 
 
-def _resized(canvas: np.ndarray, size: tuple[int, int]):
-    cache: list[np.ndarray] = []
+class _ResizedCanvas:
+    """The result's image in canvas mode: the model's canvas resized to ``size`` on first use."""
 
-    def get() -> np.ndarray:
-        if not cache:
-            cache.append(cv2.resize(canvas, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
-        return cache[0]
+    def __init__(self, canvas: np.ndarray, size: tuple[int, int]):
+        self.canvas, self.size = canvas, size
+        self.resized: np.ndarray | None = None
 
-    return get
+    def __call__(self) -> np.ndarray:
+        if self.resized is None:
+            self.resized = cv2.resize(
+                self.canvas, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR
+            )
+        return self.resized

@@ -36,11 +36,12 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import cv2
 import numpy as np
@@ -208,6 +209,10 @@ def open_source(source: int | str | os.PathLike, skip_unreadable: bool = False) 
         raise SourceError(f"source must be a camera index, URL, video file or image folder, got {source!r}")
     if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
         index = int(source)
+        if index < 0:  # OpenCV's "any camera" (-1) crashes some builds when there is none
+            raise SourceError(
+                f"camera index {index} is negative; pass 0 for the first camera (ls /dev/video*)"
+            )
         return _CaptureSource(index, f"camera {index}", live=True)
     text = os.fspath(source)
     if "://" in text:
@@ -433,6 +438,7 @@ class SegmentStream:
         self.vid_stride = reader.vid_stride
         self.frame_path: str | None = None
         self._skipped: list[tuple[str, str]] = []  # of the frames handed out (and, at the end, after them)
+        self._trailing_added = False
         self._probe: list[float] | None = [] if pipeline is None else None  # inference ms while deciding
         self._pool = self._new_pool() if pipeline else None
         self._pending: Future | None = None
@@ -466,7 +472,6 @@ class SegmentStream:
         frame = self._reader.get()
         if frame is None:
             self._ended = True  # the reader's end marker is read only once
-            self._skipped.extend(self._reader.trailing_skipped)
         else:
             self._count += 1
         return frame
@@ -479,12 +484,20 @@ class SegmentStream:
             return None
         return frame, self.segmenter._start(frame.image)
 
+    def _stop(self) -> NoReturn:
+        """End the iteration; a source read to its end adds the unreadable files after its last frame (here,
+        after every frame's own, so the order is the folder's whether or not frames are pipelined)."""
+        if self._ended and not self._trailing_added:
+            self._trailing_added = True
+            self._skipped.extend(self._reader.trailing_skipped)
+        raise StopIteration
+
     def __next__(self) -> tuple[int, float, np.ndarray, PanopticResult]:
         try:
             if self._pool is None:
                 frame = self._next_frame()
                 if frame is None:
-                    raise StopIteration
+                    self._stop()
                 result = self.segmenter.segment(frame.image)
                 self._decide(result.speed["inference"])
                 self.frame_path = frame.path
@@ -494,7 +507,7 @@ class SegmentStream:
             self._pending = None
             got = pending.result()  # blocks only on the worker, never on the source
             if got is None:
-                raise StopIteration
+                self._stop()
             frame, started = got
             # the worker takes the next frame (the newest one with drop_stale) and runs the model on it
             # while this one is decoded here
@@ -556,7 +569,8 @@ class _Timestamps:
     def __init__(self) -> None:
         self.last: float | None = None
 
-    def check(self, timestamp_ms: float) -> None:
+    def check(self, timestamp_ms: float, commit: bool = True) -> None:
+        """Raise unless ``timestamp_ms`` is a finite number above the last committed one; ``commit`` records it."""
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int | float | np.number):
             raise TypeError(
                 f"timestamp_ms must be a number of milliseconds, got {type(timestamp_ms).__name__}"
@@ -568,7 +582,8 @@ class _Timestamps:
                 f"timestamp_ms must increase monotonically: got {timestamp_ms} after {self.last}; pass the "
                 "frame's capture time (e.g. time.monotonic() * 1000)"
             )
-        self.last = float(timestamp_ms)
+        if commit:
+            self.last = float(timestamp_ms)
 
 
 class VideoSegmenter:
@@ -583,9 +598,12 @@ class VideoSegmenter:
         self._ts = _Timestamps()
 
     def segment_for_video(self, frame: Any, timestamp_ms: float) -> PanopticResult:
-        """Segment one frame; raises ValueError if ``timestamp_ms`` does not exceed the previous one."""
+        """Segment one frame; raises ValueError if ``timestamp_ms`` does not exceed the previous one (a frame that
+        is refused, e.g. an empty image, does not use up its timestamp)."""
+        self._ts.check(timestamp_ms, commit=False)
+        result = self.segmenter.segment(frame, color=self.color)
         self._ts.check(timestamp_ms)
-        return self.segmenter.segment(frame, color=self.color)
+        return result
 
     def close(self) -> None:
         """Close the Segmenter if this object created it."""
@@ -597,6 +615,39 @@ class VideoSegmenter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_LIVE_POLL_S = 0.5  # how often an idle LiveSegmenter worker checks that its owner still exists
+
+
+def _live_worker(ref: weakref.ref, lock: threading.Lock, wake: threading.Condition) -> None:
+    """The worker of a :class:`LiveSegmenter` (``ref``: a weak reference to it): segments each accepted frame and
+    runs the callback; ends when the owner is closed or has been collected."""
+    while True:
+        with lock:
+            while True:
+                owner = ref()
+                if owner is None:
+                    return
+                if owner._pending is not None or owner._closed:
+                    break
+                del owner  # not held while waiting (an unreferenced owner is collected meanwhile)
+                wake.wait(timeout=_LIVE_POLL_S)
+            if owner._pending is None:
+                return
+            frame, ts = owner._pending
+            owner._pending = None
+        try:
+            result = owner.segmenter.segment(frame, color=owner.color)
+            owner.callback(result, frame, ts)
+            owner.processed += 1
+        except BaseException as e:
+            owner._error = e
+        finally:
+            with lock:
+                owner._busy = False
+                owner._idle.set()
+        del owner  # (the result and frame hold no reference to it)
 
 
 class LiveSegmenter:
@@ -633,7 +684,14 @@ class LiveSegmenter:
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Event()
         self._idle.set()
-        self._thread = threading.Thread(target=self._run, name="maskconver-live", daemon=True)
+        # the worker holds this object only while it handles a frame: one nobody references any more is
+        # collected even if it was never closed, and its worker then ends (within _LIVE_POLL_S)
+        self._thread = threading.Thread(
+            target=_live_worker,
+            args=(weakref.ref(self), self._lock, self._wake),
+            name="maskconver-live",
+            daemon=True,
+        )
         self._thread.start()
 
     def segment_async(self, frame: Any, timestamp_ms: float) -> bool:
@@ -658,26 +716,6 @@ class LiveSegmenter:
             self._pending = (np.array(frame, copy=True), float(timestamp_ms))
             self._wake.notify()
         return True
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._closed:
-                    self._wake.wait()
-                if self._pending is None:
-                    return
-                frame, ts = self._pending
-                self._pending = None
-            try:
-                result = self.segmenter.segment(frame, color=self.color)
-                self.callback(result, frame, ts)
-                self.processed += 1
-            except BaseException as e:
-                self._error = e
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._idle.set()
 
     def _raise_pending_error(self) -> None:
         if self._error is not None:

@@ -1,0 +1,112 @@
+"""The Python API at its edges, from a review as a demanding user: your own interpreter loop decodes exactly like
+the Segmenter, results pickle and compare safely, refused inputs leave no state behind, PIL images of any mode, a
+LiveSegmenter nobody closed does not leak its worker."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+
+import numpy as np
+import pytest
+from maskconver.runtime.streams import SourceError
+
+
+def _blocky(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.repeat(np.repeat(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+
+
+@pytest.fixture(scope="module")
+def seg(demo_model):
+    from maskconver.runtime import Segmenter
+
+    with Segmenter(demo_model, num_threads=1) as s:
+        yield s
+
+
+def test_own_interpreter_loop_with_decode_settings_equals_the_segmenter(demo_model, seg):
+    """The README's recipe, verbatim apart from the image."""
+    from ai_edge_litert.interpreter import Interpreter
+    from maskconver.runtime import decode_panoptic, read_model_file
+    from maskconver.runtime.preprocess import letterbox
+
+    path = str(demo_model)
+    mf = read_model_file(path)
+    runner = Interpreter(model_path=path).get_signature_runner()
+    for seed, (h, w) in enumerate([(96, 128), (160, 96), (48, 208)]):
+        rgb = _blocky(h, w, seed)
+        canvas, _, valid = letterbox(rgb, mf.info.input_size, mf.info.pad_value)
+        out = runner(image=canvas[None])
+        dec = decode_panoptic(
+            out["heatmap"],
+            out["center_embeddings"],
+            out["mask_features"],
+            **mf.decode_settings(),
+            output_size=rgb.shape[:2],
+            valid_size=valid,
+        )
+        want = seg.segment(rgb)
+        assert np.array_equal(dec.category_mask, want.category_mask)
+        assert np.array_equal(dec.instance_mask, want.instance_mask)
+        assert [r[:4] for r in dec.segment_rows] == [
+            (s.id, s.category_id, s.score, s.area) for s in want.segments
+        ]
+    settings = mf.decode_settings()
+    assert settings["heatmap_quant"] is not None and settings["mask_head"] is mf.mask_head
+    assert settings["thing_ids"].dtype == bool and settings["thing_ids"].shape == (mf.info.num_classes,)
+
+
+@pytest.mark.parametrize("output", ["original", "canvas"])
+def test_results_pickle_and_compare_by_identity(seg, output):
+    rgb = _blocky(96, 128, 3)
+    r = seg.segment(rgb, output=output)
+    back = pickle.loads(pickle.dumps(r))
+    assert np.array_equal(back.category_mask, r.category_mask) and back.segments == r.segments
+    assert np.array_equal(back.image, r.image) and back.speed == r.speed
+    again = seg.segment(rgb, output=output)
+    assert (r == again) is False and r == r  # no "truth value of an array is ambiguous"
+
+
+def test_negative_camera_index_is_refused_before_opencv(seg):
+    with pytest.raises(SourceError, match="camera index -1 is negative"):
+        seg.stream(-1)
+
+
+def test_video_segmenter_refused_frame_keeps_its_timestamp(demo_model):
+    from maskconver.runtime import VideoSegmenter
+
+    with VideoSegmenter(demo_model) as video:
+        with pytest.raises(ValueError, match="image is empty"):
+            video.segment_for_video(np.zeros((0, 4, 3), np.uint8), 10.0)
+        assert video.segment_for_video(_blocky(96, 128, 0), 10.0).segments  # 10 ms is still free
+        with pytest.raises(ValueError, match="must increase"):
+            video.segment_for_video(_blocky(96, 128, 0), 10.0)
+
+
+def test_pil_images_of_any_mode_are_read_as_their_colours(seg):
+    image_mod = pytest.importorskip("PIL.Image")
+    from maskconver.runtime.preprocess import as_rgb_uint8
+
+    rgb = _blocky(32, 48, 5)
+    pil = image_mod.fromarray(rgb)
+    for mode in ("P", "CMYK", "YCbCr", "LA", "1", "L", "RGBA", "RGB"):
+        img = pil.convert(mode)
+        assert np.array_equal(as_rgb_uint8(img), np.asarray(img.convert("RGB"))), mode
+    palette = pil.convert("P")
+    assert np.array_equal(
+        seg.segment(palette).category_mask, seg.segment(np.asarray(palette.convert("RGB"))).category_mask
+    )
+
+
+def test_a_live_segmenter_nobody_closed_ends_its_worker(demo_model):
+    from maskconver.runtime import LiveSegmenter, streams
+
+    got = []
+    live = LiveSegmenter(demo_model, lambda r, f, t: got.append(t))
+    assert live.segment_async(_blocky(96, 128, 0), 1.0) and live.wait(60)
+    thread = live._thread
+    del live
+    gc.collect()
+    thread.join(timeout=10 * streams._LIVE_POLL_S)
+    assert not thread.is_alive() and got == [1.0]
