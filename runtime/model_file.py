@@ -129,11 +129,14 @@ class ModelFile:
                 return t
         raise KeyError(name)
 
-    def decode_settings(self) -> dict[str, Any]:
+    def decode_settings(self, mask_dtype: str | np.dtype | type = "auto") -> dict[str, Any]:
         """Everything ``decode_panoptic(heatmap, center_embeddings, mask_features, **settings, output_size=...,
         valid_size=...)`` needs besides the outputs and the image geometry, for your own interpreter loop: the
-        mask head, the outputs' int8 quantisation (None for float outputs) and :meth:`ModelInfo.decode_settings`.
+        mask head, the outputs' int8 quantisation (None for float outputs), :meth:`ModelInfo.decode_settings` and
+        the label maps' dtype (``"auto"``: the smallest that holds every id, as a ``Segmenter`` makes them).
         """
+        from maskconver.runtime.decode import mask_dtype_for
+
         quant = {}
         for name, key in zip(OUTPUT_NAMES, ("heatmap_quant", "center_quant", "mask_quant"), strict=True):
             t = self.output(name)
@@ -141,7 +144,9 @@ class ModelFile:
             quant[key] = (
                 (float(t.scale.reshape(-1)[0]), float(t.zero_point.reshape(-1)[0])) if integer else None
             )
-        return {"mask_head": self.mask_head, **quant, **self.info.decode_settings()}
+        info = self.info
+        dtype = mask_dtype_for(mask_dtype, info.num_classes, info.num_proposals)
+        return {"mask_head": self.mask_head, **quant, **info.decode_settings(), "mask_dtype": dtype}
 
 
 # ------------------------------------------------------------------------------------------------------

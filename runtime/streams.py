@@ -620,13 +620,14 @@ class VideoSegmenter:
 _LIVE_POLL_S = 0.5  # how often an idle LiveSegmenter worker checks that its owner still exists
 
 
-def _live_worker(ref: weakref.ref, lock: threading.Lock, wake: threading.Condition) -> None:
-    """The worker of a :class:`LiveSegmenter` (``ref``: a weak reference to it): segments each accepted frame and
-    runs the callback; ends when the owner is closed or has been collected."""
+def _live_worker(ref: weakref.ref, keep: list, lock: threading.Lock, wake: threading.Condition) -> None:
+    """The worker of a :class:`LiveSegmenter` (``ref``: a weak reference to it; ``keep``: a one-item list holding
+    it strongly from an accepted frame until that frame's callback has run, so no accepted frame is lost):
+    segments each accepted frame and runs the callback; ends when the owner is closed or has been collected."""
     while True:
         with lock:
             while True:
-                owner = ref()
+                owner = keep[0] or ref()
                 if owner is None:
                     return
                 if owner._pending is not None or owner._closed:
@@ -647,6 +648,7 @@ def _live_worker(ref: weakref.ref, lock: threading.Lock, wake: threading.Conditi
             with lock:
                 owner._busy = False
                 owner._idle.set()
+                keep[0] = None
         del owner  # (the result and frame hold no reference to it)
 
 
@@ -684,11 +686,14 @@ class LiveSegmenter:
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Event()
         self._idle.set()
+        self._keep: list = [
+            None
+        ]  # self, from an accepted frame until its callback has run (see _live_worker)
         # the worker holds this object only while it handles a frame: one nobody references any more is
         # collected even if it was never closed, and its worker then ends (within _LIVE_POLL_S)
         self._thread = threading.Thread(
             target=_live_worker,
-            args=(weakref.ref(self), self._lock, self._wake),
+            args=(weakref.ref(self), self._keep, self._lock, self._wake),
             name="maskconver-live",
             daemon=True,
         )
@@ -705,7 +710,8 @@ class LiveSegmenter:
         self._raise_pending_error()
         if self._closed:
             raise RuntimeError("LiveSegmenter is closed")
-        check_image_layout(frame, self.color)  # a bad frame is this call's error (no pass over the pixels)
+        # a bad frame is this call's error (no pass over the pixels); a PIL image becomes its array here
+        arr = check_image_layout(frame, self.color)
         self._ts.check(timestamp_ms)
         with self._lock:
             if self._busy:
@@ -713,7 +719,8 @@ class LiveSegmenter:
                 return False
             self._busy = True
             self._idle.clear()
-            self._pending = (np.array(frame, copy=True), float(timestamp_ms))
+            self._pending = (np.array(arr, copy=True), float(timestamp_ms))
+            self._keep[0] = self
             self._wake.notify()
         return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -49,6 +50,7 @@ def test_own_interpreter_loop_with_decode_settings_equals_the_segmenter(demo_mod
         want = seg.segment(rgb)
         assert np.array_equal(dec.category_mask, want.category_mask)
         assert np.array_equal(dec.instance_mask, want.instance_mask)
+        assert dec.category_mask.dtype == want.category_mask.dtype  # uint8 both ("auto")
         assert [r[:4] for r in dec.segment_rows] == [
             (s.id, s.category_id, s.score, s.area) for s in want.segments
         ]
@@ -110,3 +112,56 @@ def test_a_live_segmenter_nobody_closed_ends_its_worker(demo_model):
     gc.collect()
     thread.join(timeout=10 * streams._LIVE_POLL_S)
     assert not thread.is_alive() and got == [1.0]
+
+
+def test_a_live_segmenter_dropped_right_after_accepting_a_frame_still_runs_its_callback(demo_model):
+    from maskconver.runtime import LiveSegmenter
+
+    got = []
+    for i in range(5):
+        assert LiveSegmenter(demo_model, lambda r, f, t: got.append(t)).segment_async(
+            _blocky(96, 128, i), 1.0
+        )
+    deadline = time.monotonic() + 60
+    while len(got) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert got == [1.0] * 5  # every accepted frame is processed, no reference kept by the caller
+
+
+def test_a_live_segmenter_reads_pil_frames_as_their_colours(demo_model, seg):
+    image_mod = pytest.importorskip("PIL.Image")
+    from maskconver.runtime import LiveSegmenter
+
+    palette = image_mod.fromarray(_blocky(96, 128, 7)).convert("P")
+    got = []
+    with LiveSegmenter(demo_model, lambda r, f, t: got.append((r, f))) as live:
+        assert live.segment_async(palette, 1.0) and live.wait(60)
+        assert live.segment_async(palette.convert("LA"), 2.0) and live.wait(60)  # 2 channels: converted too
+    (first, frame), _ = got
+    assert np.array_equal(frame, np.asarray(palette.convert("RGB")))
+    assert np.array_equal(first.category_mask, seg.segment(palette).category_mask)
+
+
+def test_grid_decode_refuses_logits_that_overflow_once_the_zero_point_is_applied():
+    from maskconver.runtime import decode_panoptic
+
+    rng = np.random.default_rng(1)
+    c, d, h, w = 3, 8, 6, 6
+    head = {
+        "class_embeddings": np.ones((c, d), np.float32),
+        "mlp_dense0_kernel": rng.normal(size=(d, d)).astype(np.float32),
+        "mlp_dense0_bias": np.zeros(d, np.float32),
+        "mlp_norm_gamma": np.ones(d, np.float32),
+        "mlp_norm_beta": np.ones(d, np.float32),
+        "mlp_dense1_kernel": np.full((d, d), 1e36, np.float32),  # embeddings near float32's limit
+        "mlp_dense1_bias": np.zeros(d, np.float32),
+    }
+    heat = np.full((h, w, c), -9.0, np.float32)
+    heat[2, 3, 1] = 5.0
+    center = rng.normal(size=(h, w, d)).astype(np.float32)
+    feats = np.zeros((h, w, d), np.int8)  # all codes 0 with zero point 100: only the zero-point term is left
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="mask logits .* infinite"):
+        decode_panoptic(
+            heat, center, feats, head, output_size=(48, 48), mask_quant=(1.0, 100.0), num_proposals=3,
+            mask_resolution="grid",
+        )  # fmt: skip
