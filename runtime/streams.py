@@ -207,7 +207,7 @@ def open_source(source: int | str | os.PathLike, skip_unreadable: bool = False) 
     """
     if isinstance(source, bool) or source is None:
         raise SourceError(f"source must be a camera index, URL, video file or image folder, got {source!r}")
-    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+    if isinstance(source, int | np.integer) or (isinstance(source, str) and source.strip().isdigit()):
         index = int(source)
         if index < 0:  # OpenCV's "any camera" (-1) crashes some builds when there is none
             raise SourceError(

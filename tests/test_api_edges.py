@@ -73,6 +73,8 @@ def test_results_pickle_and_compare_by_identity(seg, output):
 def test_negative_camera_index_is_refused_before_opencv(seg):
     with pytest.raises(SourceError, match="camera index -1 is negative"):
         seg.stream(-1)
+    with pytest.raises(SourceError, match="camera index -2 is negative"):
+        seg.stream(np.int64(-2))  # NumPy integers are camera indices too
 
 
 def test_video_segmenter_refused_frame_keeps_its_timestamp(demo_model):
