@@ -514,6 +514,7 @@ def compare(
                 by["onnx_int8"]["inference"]["median"] / by["onnx_fp32"]["inference"]["median"]
             )
         result["sizes"][str(size)] = {
+            "targets": size_targets(by, ratios),
             "input_size": [size, size],
             "macs": macs,
             "macs_source": macs_source,
@@ -571,6 +572,8 @@ def compare_to_markdown(result: dict[str, Any]) -> str:
             )
         if sec["ratios"]:
             lines += [""] + [f"- {k.replace('_', ' ')}: **{_f(v, 3)}**" for k, v in sec["ratios"].items()]
+        if sec.get("targets"):
+            lines += ["", *_target_lines(sec["targets"])]
         staged = [r for r in sec["rows"] if r.get("decode_stages_median")]
         if staged:
             lines += ["", "Decode stages (median ms; `other` = input checks and glue):", ""]
@@ -587,6 +590,73 @@ def compare_to_markdown(result: dict[str, Any]) -> str:
         "thread pools can slow each other, so the ONNX rows may be slower than in an ONNX-only process.",
     ]
     return "\n".join(lines) + "\n"
+
+
+# the CPU targets of the int8 work (issue #11): lowered int8 / fp32 inference, share of the int8 peak
+# (within 3x of it), decode / lowered int8 inference
+TARGET_LOWERED_OVER_FP32 = 0.4
+TARGET_PERCENT_OF_PEAK = 100.0 / 3.0
+TARGET_DECODE_OVER_INFERENCE = 0.15
+NOISY_ROUND_SPREAD = 0.15  # round medians of the lowered model spread wider than this: a busy machine
+
+
+def size_targets(rows: dict[str, dict[str, Any]], ratios: dict[str, float | None]) -> list[dict[str, Any]]:
+    """The targets of one size from its rows (by variant key) and ratios: ``[{name, value, limit, met}]``, plus
+    a ``noisy`` entry (informational, no limit) when the lowered model's round medians spread widely. Targets
+    whose variants were not run are left out."""
+    lo = rows.get("tflite_int8_lo")
+    out: list[dict[str, Any]] = []
+    value = ratios.get("int8_lowered_over_fp32_inference")
+    if value is not None:
+        out.append(
+            {
+                "name": "lowered int8 / fp32 inference",
+                "value": value,
+                "limit": f"<= {TARGET_LOWERED_OVER_FP32}",
+            }
+        )
+        out[-1]["met"] = value <= TARGET_LOWERED_OVER_FP32
+    if lo is None:
+        return out
+    pct = lo.get("percent_int8_peak")
+    if pct is not None:
+        out.append({"name": "lowered int8, % of the int8 peak", "value": pct, "limit": ">= 33.3 (within 3x)"})
+        out[-1]["met"] = pct >= TARGET_PERCENT_OF_PEAK
+    ratio = lo["decode_over_inference"]
+    out.append(
+        {
+            "name": "decode / lowered int8 inference",
+            "value": ratio,
+            "limit": f"<= {TARGET_DECODE_OVER_INFERENCE}",
+        }
+    )
+    out[-1]["met"] = ratio <= TARGET_DECODE_OVER_INFERENCE
+    inf = lo["inference"]
+    spread = inf["round_median_max"] / inf["round_median_min"] - 1.0 if inf["round_median_min"] > 0 else 0.0
+    if spread > NOISY_ROUND_SPREAD:
+        out.append(
+            {
+                "name": "noisy run: lowered int8 round medians spread",
+                "value": spread,
+                "limit": None,
+                "met": None,
+            }
+        )
+    return out
+
+
+def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for t in targets:
+        if t["met"] is None:
+            lines.append(
+                f"- {t['name']} {100 * t['value']:.0f}%: ratios against its inference are unreliable"
+            )
+        else:
+            verdict = "**met**" if t["met"] else "**not met**"
+            digits = 1 if "%" in t["name"] else 3
+            lines.append(f"- target {t['name']} {t['limit']}: {_f(t['value'], digits)}, {verdict}")
+    return lines
 
 
 def write_compare_reports(

@@ -176,6 +176,7 @@ def test_compare_on_the_nano_model(tmp_path):
     assert r["peak"]["int8_peak_gmacs"] == pytest.approx(64 * 1 * 2.0)
     assert row["percent_int8_peak"] == pytest.approx(100 * row["gmac_per_s"] / 128.0)
     assert r["sizes"]["128"]["ratios"] == {}  # one variant: nothing to divide
+    assert r["sizes"]["128"]["targets"] == []  # and no lowered int8 model to hold to the targets
     md = compare_to_markdown(r)
     assert "| TFLite fp32 |" in md and "128 GMAC/s" in md and "given (--clock-ghz)" in md
     dsm = row["decode_stages_median"]
@@ -197,3 +198,34 @@ def test_compare_rejects_bad_settings(tmp_path):
     with pytest.raises(CompareError, match="multiple of 16"):
         compare(ckpt, "nano", sizes=[250], progress=None)
     assert set(VARIANTS) >= {"tflite_fp32", "tflite_int8", "tflite_int8_lo", "onnx_fp32", "onnx_int8"}
+
+
+def _row(median: float, decode: float, pct: float, rounds: tuple[float, float]) -> dict:
+    return {
+        "inference": {"median": median, "round_median_min": rounds[0], "round_median_max": rounds[1]},
+        "decode_over_inference": decode / median,
+        "percent_int8_peak": pct,
+    }
+
+
+def test_compare_targets_say_met_or_not_and_flag_a_noisy_run():
+    from maskconver.benchmarks.compare import _target_lines, size_targets
+
+    rows = {
+        "tflite_int8_lo": _row(8.6, 1.18, 53.4, (8.5, 8.8)),
+        "tflite_fp32": _row(32.6, 1.4, 14.1, (32, 33)),
+    }
+    got = size_targets(rows, {"int8_lowered_over_fp32_inference": 8.6 / 32.6})
+    assert [(t["name"], t["met"]) for t in got] == [
+        ("lowered int8 / fp32 inference", True),
+        ("lowered int8, % of the int8 peak", True),
+        ("decode / lowered int8 inference", True),
+    ]
+    assert got[2]["value"] == pytest.approx(1.18 / 8.6)
+    slow = {"tflite_int8_lo": _row(10.0, 1.6, 30.0, (8.0, 10.0))}
+    got = size_targets(slow, {"int8_lowered_over_fp32_inference": 0.45})
+    assert [t["met"] for t in got] == [False, False, False, None]  # 25% spread: a noisy run
+    lines = _target_lines(got)
+    assert lines[0] == "- target lowered int8 / fp32 inference <= 0.4: 0.450, **not met**"
+    assert lines[1] == "- target lowered int8, % of the int8 peak >= 33.3 (within 3x): 30.0, **not met**"
+    assert "unreliable" in lines[3] and "25%" in lines[3]
