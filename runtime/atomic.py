@@ -27,7 +27,7 @@ def write_bytes_atomic(
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        give_usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -39,6 +39,11 @@ def write_bytes_atomic(
         finally:
             os.close(dfd)
     return path
+
+
+def give_usual_permissions(path: str | os.PathLike) -> None:
+    """``0666`` minus the umask, as ``open()`` would make the file (``mkstemp`` makes ``0600``)."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from maskconver.runtime.atomic import give_usual_permissions
 from maskconver.runtime.decode import MASK_RESOLUTIONS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
@@ -204,7 +205,7 @@ class VideoSink:
                 f"the video {self.path} could not be written completely ({readable} of {self.frames} frames "
                 "readable; is the disk full?); free space or save elsewhere"
             )
-        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the video the usual permissions
+        give_usual_permissions(self.tmp)  # mkstemp made it 0600
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -249,12 +250,6 @@ def _fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     canvas, _, _ = letterbox(rgb, (size[1], size[0]), (0, 0, 0))
     return canvas
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_json(path: Path, data: Any) -> None:
