@@ -82,15 +82,20 @@ def split_calibration(files: list[Path], num_calibration: int, num_holdout: int,
     return cal, hold
 
 
-def lowered_depthwise_ranges(model, images: list[np.ndarray]) -> dict:
+def lowered_depthwise_ranges(
+    model, images: list[np.ndarray], samples_per_image: int = 64, seed: int = 0
+) -> dict:
     """Per-channel band ranges of every lowered depthwise conv of ``model`` on uint8 ``[H,W,3]`` canvases.
 
-    Runs the float inference graph with its bands exposed -> ``{layer name: BandRanges}``.
+    Runs the float inference graph with its bands exposed -> ``{layer name: BandRanges}``. Each image also leaves
+    its bands at ``samples_per_image`` seeded random pixels (all channels) in ``BandRanges.samples``, from which
+    :mod:`maskconver.converter.range_refine` fits the int8 ranges of the lowering's tensors.
     """
     import tensorflow as tf
     from maskconver.converter.inference_graph import BandRanges, build_inference_fn
 
     fn = tf.function(build_inference_fn(model, probe_bands=True))
+    rng = np.random.default_rng(seed)
     ranges: dict[str, BandRanges] = {}
     for img in images:
         out = fn(tf.constant(np.asarray(img, np.float32)[None]))
@@ -101,5 +106,11 @@ def lowered_depthwise_ranges(model, images: list[np.ndarray]) -> dict:
                 bands.append(out[f"{name}/band{len(bands)}"].numpy().astype(np.float64))
             if name not in ranges:
                 ranges[name] = BandRanges.empty(len(bands), out[f"{name}/bias"].numpy())
-            ranges[name].update(bands)
+            pixels = bands[0].size // bands[0].shape[-1]
+            pick = (
+                rng.choice(pixels, min(pixels, samples_per_image), replace=False)
+                if samples_per_image
+                else None
+            )
+            ranges[name].update(bands, pick)
     return ranges

@@ -30,6 +30,8 @@ class ConvertOptions:
     seed: int = 0
     per_channel: bool = True
     lower_depthwise: bool = True
+    # MSE-fitted int8 ranges for the lowering's bands and partial sums (converter/range_refine.py)
+    refine_lowered_ranges: bool = True
     allow_cpu_ops: bool = False
     val: str | None = None
     max_pq_drop: float | None = None
@@ -202,10 +204,27 @@ def _convert(
     )
     tfl = convert_tflite(fn, size, mode, cal_imgs if mode == "int8" else None, per_channel=opts.per_channel)
     timing["tflite"] = time.perf_counter() - t
+    refined = None
+    if rewrites is not None and opts.refine_lowered_ranges:
+        from maskconver.converter.range_refine import refine_lowered_ranges
+
+        tfl, refined, missing = refine_lowered_ranges(tfl, ranges, rewrites)
+        changed = sum(r.mse_after < r.mse_before for r in refined)
+        log(
+            f"refined the int8 ranges of {changed} of the lowering's {len(refined)} band and sum tensors",
+            opts.progress,
+        )
+        if missing:
+            log(
+                f"warning: lowering tensors not found in the int8 model, left at min..max: {', '.join(missing)}"
+            )
     conversion = {
         "quantization": mode,
         "per_channel": opts.per_channel if mode == "int8" else None,
         "lower_depthwise": opts.lower_depthwise,
+        "lowered_ranges_refined": None
+        if refined is None
+        else sum(r.mse_after < r.mse_before for r in refined),
         "calibration": {"source": source, "num_images": len(cal_imgs), "seed": opts.seed}
         if mode == "int8"
         else None,

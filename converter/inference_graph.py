@@ -28,7 +28,7 @@ channel scale, so it is applied with the lowering only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from maskconver.runtime.model_info import MEAN_RGB, OUTPUT_NAMES, STD_RGB
@@ -110,18 +110,29 @@ def lowered_depthwise_bands(x, kernel: np.ndarray, bands: list[tuple[int, int]])
     ]
 
 
-def lowered_depthwise(x, kernel: np.ndarray, band_bias: np.ndarray, bands: list[tuple[int, int]]):
+def lowering_op_name(layer: str, kind: str, i: int) -> str:
+    """The graph name of a lowered conv's band ``i`` (``kind="band"``) or partial sum of bands ``0..i`` ("sum").
+
+    The TFLite tensors keep it (before the first ``;`` of a fused op's name), so the int8 ranges of exactly these
+    tensors can be refined after conversion (:mod:`maskconver.converter.range_refine`).
+    """
+    return f"mclowered_{layer}_{kind}{i}"
+
+
+def lowered_depthwise(
+    x, kernel: np.ndarray, band_bias: np.ndarray, bands: list[tuple[int, int]], layer: str | None = None
+):
     """SAME stride-1 depthwise conv as PAD + per-band slice + VALID depthwise conv with bias, summed in order.
 
     x ``[1,H,W,C]``, kernel ``[kh,kw,C,1]``, band_bias ``[len(bands),C]`` (its column sums are the conv's bias)
-    -> ``[1,H,W,C]``.
+    -> ``[1,H,W,C]``. With ``layer`` the bands and partial sums are named by :func:`lowering_op_name`.
     """
     import tensorflow as tf
 
     out = None
-    for y, b in zip(lowered_depthwise_bands(x, kernel, bands), band_bias, strict=True):
-        y = tf.nn.bias_add(y, b)
-        out = y if out is None else out + y
+    for i, (y, b) in enumerate(zip(lowered_depthwise_bands(x, kernel, bands), band_bias, strict=True)):
+        y = tf.nn.bias_add(y, b, name=lowering_op_name(layer, "band", i) if layer else None)
+        out = y if out is None else tf.add(out, y, name=lowering_op_name(layer, "sum", i) if layer else None)
     return out
 
 
@@ -152,9 +163,16 @@ class BandRanges:
     partial_lo: np.ndarray
     partial_hi: np.ndarray
     bias: np.ndarray
+    samples: list[np.ndarray] = field(default_factory=list)  # per image: bands at some pixels [n_bands,P,C]
 
-    def update(self, bands: list[np.ndarray]) -> None:
-        """Widen the ranges by one image's bands (each ``[..., C]``)."""
+    def update(self, bands: list[np.ndarray], sample_pixels: np.ndarray | None = None) -> None:
+        """Widen the ranges by one image's bands (each ``[..., C]``); keep the bands at ``sample_pixels``.
+
+        ``sample_pixels`` ``[P]``: indices into the bands' flattened pixels (all channels of each are kept).
+        """
+        if sample_pixels is not None:
+            c = bands[0].shape[-1]
+            self.samples.append(np.stack([y.reshape(-1, c)[sample_pixels] for y in bands]).astype(np.float32))
         acc = np.zeros_like(bands[0])
         for i, y in enumerate(bands):
             acc = acc + y
@@ -245,7 +263,7 @@ def _apply(
             for i, y in enumerate(lowered_depthwise_bands(p.x, kernel, bands)):
                 probes[f"{p.name}/band{i}"] = y
             probes[f"{p.name}/bias"] = tf.constant(b)
-        return lowered_depthwise(p.x, kernel, (band_bias * s).astype(np.float32), bands)
+        return lowered_depthwise(p.x, kernel, (band_bias * s).astype(np.float32), bands, layer=p.name)
     y = tf.nn.depthwise_conv2d(
         p.x, kernel, [1, p.strides, p.strides, 1], p.padding.upper(), dilations=[p.dilation, p.dilation]
     )

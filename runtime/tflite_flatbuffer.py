@@ -230,6 +230,9 @@ class Quantization:
     scale: np.ndarray  # float32 [n] (n = 1 per-tensor, n = channels per-axis)
     zero_point: np.ndarray  # int64 [n]
     quantized_dimension: int = 0
+    # Byte positions of the first element of the stored scale / zero-point vectors (0: absent), for in-place edits.
+    scale_pos: int = field(default=0, compare=False, repr=False)
+    zero_point_pos: int = field(default=0, compare=False, repr=False)
 
     @property
     def per_channel(self) -> bool:
@@ -434,9 +437,16 @@ def _parse_tensor(t: CheckedTable, index: int) -> TensorInfo:
         scale = q.numbers(2, "float32")
         if scale.size:
             zp = q.numbers(3, "int64")
+            zp_pos = q.vector(3, 8)[0] if zp.size == scale.size else 0
             if zp.size == 0:
                 zp = np.zeros(scale.size, dtype=np.int64)
-            quant = Quantization(scale.astype(np.float32), zp.astype(np.int64), q.scalar(6, N.Int32Flags, 0))
+            quant = Quantization(
+                scale.astype(np.float32),
+                zp.astype(np.int64),
+                q.scalar(6, N.Int32Flags, 0),
+                scale_pos=q.vector(2, 4)[0],
+                zero_point_pos=zp_pos,
+            )
     return TensorInfo(
         index=index,
         name=t.string(3) or "",
@@ -649,3 +659,33 @@ def all_associated_files(metadata: dict[str, Any]) -> list[dict[str, Any]]:
         for t in sg.get("inputs", []) + sg.get("outputs", []):
             files += t.get("associated_files", [])
     return files
+
+
+def patch_per_tensor_quantization(
+    data: bytearray, model: TFLiteModel, tensor: TensorInfo, scale: float, zero_point: int
+) -> None:
+    """Overwrite a per-tensor quantised tensor's stored scale and zero point in ``data`` (same size, in place).
+
+    ``model`` is ``parse_tflite(data)``. Refused (``ValueError``) for a tensor without a stored per-tensor scale
+    and zero point, and for vectors that another tensor shares (an edit must change one tensor only).
+    """
+    q = tensor.quantization
+    if q is None or q.per_channel or not q.scale_pos or not q.zero_point_pos:
+        raise ValueError(
+            f"tensor {tensor.index} ({tensor.name}) has no stored per-tensor scale and zero point"
+        )
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            o = t.quantization
+            if (
+                t is not tensor
+                and o is not None
+                and {o.scale_pos, o.zero_point_pos} & {q.scale_pos, q.zero_point_pos}
+            ):
+                raise ValueError(
+                    f"tensor {tensor.index} shares its quantisation vectors with tensor {t.index}"
+                )
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    struct.pack_into("<f", data, q.scale_pos, float(scale))
+    struct.pack_into("<q", data, q.zero_point_pos, int(zero_point))
