@@ -207,3 +207,35 @@ def test_pq_gate_reports_and_fails_on_drop(nano_ckpt, tmp_path, capsys):
     )
     assert code == 1 and "more than --max-pq-drop" in capsys.readouterr().err
     assert not out2.exists()  # no model, and the output folder it made is removed again (it was empty)
+
+
+def test_the_lowering_tensors_get_fitted_int8_ranges_and_nothing_else_changes(int8_dir, nano_ckpt):
+    """Every band and partial sum of the 6 lowered convs is found by name and narrowed; no other tensor moves."""
+    from maskconver.runtime.model_file import read_model_file
+    from maskconver.runtime.tflite_flatbuffer import parse_tflite
+
+    out, report = int8_dir
+    mf = read_model_file(out / f"{NAME}_int8.tflite")
+    assert mf.info.conversion["lowered_ranges_refined"] == 6 * 4  # 3 bands + 1 partial sum per 7x7 conv
+    refined = parse_tflite((out / f"{NAME}_int8.tflite").read_bytes()).subgraphs[0]
+    plain_dir = out.parent / "plain"
+    convert(
+        nano_ckpt,
+        None,
+        plain_dir,
+        ConvertOptions(num_calibration=24, num_holdout=4, refine_lowered_ranges=False, progress=False),
+    )
+    plain = parse_tflite((plain_dir / f"{NAME}_int8.tflite").read_bytes()).subgraphs[0]
+    assert [t.name for t in plain.tensors] == [t.name for t in refined.tensors]
+    moved = []
+    for a, b in zip(plain.tensors, refined.tensors, strict=True):
+        if a.quantization is None:
+            assert b.quantization is None
+            continue
+        if not np.array_equal(a.quantization.scale, b.quantization.scale):
+            moved.append(a.name.split(";")[0])
+            # narrowed: a finer step, and zero still exactly representable
+            assert b.quantization.scale[0] < a.quantization.scale[0]
+            assert -128 <= b.quantization.zero_point[0] <= 127
+    assert len(moved) == 24 and all(n.startswith("mclowered_") for n in moved)
+    assert sum("_sum" in n for n in moved) == 6
