@@ -204,7 +204,7 @@ def _convert(
     )
     tfl = convert_tflite(fn, size, mode, cal_imgs if mode == "int8" else None, per_channel=opts.per_channel)
     timing["tflite"] = time.perf_counter() - t
-    refined = None
+    refined, missing = None, []
     if rewrites is not None and opts.refine_lowered_ranges:
         from maskconver.converter.range_refine import refine_lowered_ranges
 
@@ -224,7 +224,11 @@ def _convert(
         "lower_depthwise": opts.lower_depthwise,
         "lowered_ranges_refined": None
         if refined is None
-        else sum(r.mse_after < r.mse_before for r in refined),
+        else {
+            "tensors": len(refined),
+            "narrowed": sum(r.mse_after < r.mse_before for r in refined),
+            "not_found": missing,
+        },
         "calibration": {"source": source, "num_images": len(cal_imgs), "seed": opts.seed}
         if mode == "int8"
         else None,

@@ -83,8 +83,8 @@ def test_samples_follow_the_rewritten_graph():
 
 
 def test_the_flatbuffer_edit_changes_one_tensor_and_refuses_per_channel():
-    from maskconver.converter.tflite_export import convert_tflite, run_tflite
     from maskconver.converter.inference_graph import build_inference_fn
+    from maskconver.converter.tflite_export import convert_tflite, run_tflite
     from maskconver.models.checkpoint import load_checkpoint
     from maskconver.runtime.tflite_flatbuffer import parse_tflite, patch_per_tensor_quantization
 
@@ -95,9 +95,7 @@ def test_the_flatbuffer_edit_changes_one_tensor_and_refuses_per_channel():
     m = parse_tflite(tfl)
     sg = m.subgraphs[0]
     outputs = {o for op in sg.operators for o in op.outputs}
-    band = next(
-        t for t in sg.tensors if t.index in outputs and t.name.split(";")[0].endswith("dw1_band0")
-    )
+    band = next(t for t in sg.tensors if t.index in outputs and t.name.split(";")[0].endswith("dw1_band0"))
     data = bytearray(tfl)
     patch_per_tensor_quantization(data, m, band, 0.125, -3)
     m2 = parse_tflite(bytes(data))
