@@ -211,7 +211,7 @@ def _convert(
         tfl, refined, missing = refine_lowered_ranges(tfl, ranges, rewrites)
         changed = sum(r.mse_after < r.mse_before for r in refined)
         log(
-            f"refined the int8 ranges of {changed} of the lowering's {len(refined)} band and sum tensors",
+            f"fitted int8 ranges: {changed} of the lowering's {len(refined)} band and partial-sum tensors narrowed",
             opts.progress,
         )
         if missing:
