@@ -216,7 +216,8 @@ def _convert(
         )
         if missing:
             log(
-                f"warning: lowering tensors not found in the int8 model, left at min..max: {', '.join(missing)}"
+                f"warning: lowering tensors not found in the int8 model, left at min..max: {', '.join(missing)}",
+                opts.progress,
             )
     conversion = {
         "quantization": mode,

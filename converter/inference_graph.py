@@ -95,10 +95,13 @@ def depthwise_bands(
     return bands[:centre] + bands[centre + 1 :] + [bands[centre]]
 
 
-def lowered_depthwise_bands(x, kernel: np.ndarray, bands: list[tuple[int, int]]) -> list:
+def lowered_depthwise_bands(
+    x, kernel: np.ndarray, bands: list[tuple[int, int]], layer: str | None = None
+) -> list:
     """The per-band outputs (no bias) of a SAME stride-1 depthwise conv: PAD, slice, VALID depthwise conv.
 
-    x ``[1,H,W,C]``, kernel ``[kh,kw,C,1]`` -> one ``[1,H,W,C]`` tensor per band; their sum is the conv.
+    x ``[1,H,W,C]``, kernel ``[kh,kw,C,1]`` -> one ``[1,H,W,C]`` tensor per band; their sum is the conv. With
+    ``layer`` each conv is named after its band (:func:`lowering_op_name` + ``"_conv"``).
     """
     import tensorflow as tf
 
@@ -107,8 +110,14 @@ def lowered_depthwise_bands(x, kernel: np.ndarray, bands: list[tuple[int, int]])
     h = x.shape[1]
     xp = tf.pad(x, [[0, 0], [ph, kh - 1 - ph], [pw, kw - 1 - pw], [0, 0]])
     return [
-        tf.nn.depthwise_conv2d(xp[:, r0 : r1 - 1 + h, :, :], kernel[r0:r1], [1, 1, 1, 1], "VALID")
-        for r0, r1 in bands
+        tf.nn.depthwise_conv2d(
+            xp[:, r0 : r1 - 1 + h, :, :],
+            kernel[r0:r1],
+            [1, 1, 1, 1],
+            "VALID",
+            name=f"{lowering_op_name(layer, 'band', i)}_conv" if layer else None,
+        )
+        for i, (r0, r1) in enumerate(bands)
     ]
 
 
@@ -132,7 +141,7 @@ def lowered_depthwise(
     import tensorflow as tf
 
     out = None
-    for i, (y, b) in enumerate(zip(lowered_depthwise_bands(x, kernel, bands), band_bias, strict=True)):
+    for i, (y, b) in enumerate(zip(lowered_depthwise_bands(x, kernel, bands, layer), band_bias, strict=True)):
         y = tf.nn.bias_add(y, b, name=lowering_op_name(layer, "band", i) if layer else None)
         out = y if out is None else tf.add(out, y, name=lowering_op_name(layer, "sum", i) if layer else None)
     return out

@@ -15,6 +15,7 @@ On the demo model this takes the lowering's SQNR loss against the unlowered int8
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,18 +126,23 @@ def refine_lowered_ranges(
     sg = model.subgraphs[0]
     producer = {o: op.op_name for op in sg.operators for o in op.outputs}
     expected_op = {"band": "DEPTHWISE_CONV_2D", "sum": "ADD"}
-    by_name = {}
+    by_name, by_conv_name = {}, {}
     for t in sg.tensors:
         head = t.name.split(";")[0]
         if head.startswith("mclowered_") and t.index in producer:
-            by_name[head] = t
+            by_name.setdefault(head, t)
+            # a band whose bias is all zero loses its bias_add: its conv's name is the band's plus "_conv" (and
+            # a digit when the converter has given the plain name to the zero bias constant)
+            conv = re.fullmatch(r"(mclowered_.+_band\d+)_conv\d*", head)
+            if conv:
+                by_conv_name.setdefault(conv.group(1), t)
     done: list[RefinedRange] = []
     missing: list[str] = []
     for layer, r in ranges.items():
         rw = (rewrites or {}).get(layer)
         for (kind, i), values in lowered_tensor_samples(r, rw).items():
             name = lowering_op_name(layer, kind, i)
-            t = by_name.get(name)
+            t = by_name.get(name, by_conv_name.get(name))
             q = None if t is None else t.quantization
             if (
                 t is None
@@ -151,6 +157,12 @@ def refine_lowered_ranges(
             lo, hi = (INT8_MIN - zp) * scale, (INT8_MAX - zp) * scale
             new_lo, new_hi, before, after = fitted_int8_range(values, lo, hi)
             if after < before:
-                patch_per_tensor_quantization(data, model, t, *int8_scale_zero_point(new_lo, new_hi))
+                try:
+                    patch_per_tensor_quantization(data, model, t, *int8_scale_zero_point(new_lo, new_hi))
+                except (
+                    ValueError
+                ):  # shared or unlocatable quantisation vectors: leave the tensor as converted
+                    missing.append(name)
+                    continue
             done.append(RefinedRange(name, (lo, hi), (new_lo, new_hi), before, after))
     return bytes(data), done, missing

@@ -685,7 +685,11 @@ def patch_per_tensor_quantization(
                 raise ValueError(
                     f"tensor {tensor.index} shares its quantisation vectors with tensor {t.index}"
                 )
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be finite and > 0, got {scale}")
-    struct.pack_into("<f", data, q.scale_pos, float(scale))
+    stored = np.float32(scale)
+    if not (np.isfinite(stored) and stored > 0):
+        raise ValueError(f"scale must be finite and > 0 as a float32, got {scale}")
+    limits = {"INT8": (-128, 127), "UINT8": (0, 255), "INT16": (0, 0)}.get(tensor.type_name)
+    if limits is not None and not limits[0] <= zero_point <= limits[1]:
+        raise ValueError(f"zero point {zero_point} is outside {limits} for a {tensor.type_name} tensor")
+    struct.pack_into("<f", data, q.scale_pos, float(stored))
     struct.pack_into("<q", data, q.zero_point_pos, int(zero_point))

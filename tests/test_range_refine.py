@@ -113,3 +113,24 @@ def test_the_flatbuffer_edit_changes_one_tensor_and_refuses_per_channel():
         patch_per_tensor_quantization(data, m, weights, 0.1, 0)
     with pytest.raises(ValueError, match="finite"):
         patch_per_tensor_quantization(data, m, band, float("nan"), 0)
+    with pytest.raises(ValueError, match="finite"):
+        patch_per_tensor_quantization(data, m, band, 1e-46, 0)  # 0 as a float32
+    with pytest.raises(ValueError, match="outside"):
+        patch_per_tensor_quantization(data, m, band, 0.1, 300)
+
+
+def test_bands_without_a_bias_are_found_by_their_conv_name():
+    """With no rewrites only band 0 carries a bias; the converter drops the others' zero bias_add, and with it
+    their band names. They are found by their conv's name and refined too."""
+    from maskconver.converter.calibration import lowered_depthwise_ranges
+    from maskconver.converter.inference_graph import build_inference_fn
+    from maskconver.converter.range_refine import refine_lowered_ranges
+    from maskconver.converter.tflite_export import convert_tflite
+    from maskconver.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(DEMO)
+    rng = np.random.default_rng(4)
+    cal = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(6)]
+    tfl = convert_tflite(build_inference_fn(model), (128, 128), "int8", cal)
+    _, done, missing = refine_lowered_ranges(tfl, lowered_depthwise_ranges(model, cal), None)
+    assert missing == [] and len(done) == 24
