@@ -204,14 +204,15 @@ def _convert(
     )
     tfl = convert_tflite(fn, size, mode, cal_imgs if mode == "int8" else None, per_channel=opts.per_channel)
     timing["tflite"] = time.perf_counter() - t
-    refined, missing = None, []
+    fitted = None
     if rewrites is not None and opts.refine_lowered_ranges:
         from maskconver.converter.range_refine import refine_lowered_ranges
 
         tfl, refined, missing = refine_lowered_ranges(tfl, ranges, rewrites)
-        changed = sum(r.mse_after < r.mse_before for r in refined)
+        narrowed = sum(r.mse_after < r.mse_before for r in refined)
+        fitted = {"tensors": len(refined), "narrowed": narrowed, "not_found": missing}
         log(
-            f"fitted int8 ranges: {changed} of the lowering's {len(refined)} band and partial-sum tensors narrowed",
+            f"fitted int8 ranges: {narrowed} of the lowering's {len(refined)} band and partial-sum tensors narrowed",
             opts.progress,
         )
         if missing:
@@ -223,13 +224,7 @@ def _convert(
         "quantization": mode,
         "per_channel": opts.per_channel if mode == "int8" else None,
         "lower_depthwise": opts.lower_depthwise,
-        "lowered_ranges_refined": None
-        if refined is None
-        else {
-            "tensors": len(refined),
-            "narrowed": sum(r.mse_after < r.mse_before for r in refined),
-            "not_found": missing,
-        },
+        "lowered_ranges_refined": fitted,
         "calibration": {"source": source, "num_images": len(cal_imgs), "seed": opts.seed}
         if mode == "int8"
         else None,

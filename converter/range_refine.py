@@ -23,7 +23,7 @@ from maskconver.converter.inference_graph import BandRanges, DepthwiseRewrite, l
 
 INT8_MIN, INT8_MAX = -128, 127
 # Candidate ends of the range, as fractions of the converter's min..max (each end separately).
-RANGE_FRACTIONS = np.linspace(0.2, 1.0, 33)
+RANGE_FRACTIONS = np.linspace(0.2, 1.0, 33)  # ends at 1: the converter's own range is a candidate
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def fitted_int8_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, 
     """
     lo_c, hi_c = np.meshgrid(lo * RANGE_FRACTIONS, hi * RANGE_FRACTIONS, indexing="ij")
     err = int8_range_errors(values, lo_c.ravel(), hi_c.ravel())
-    base = float(int8_range_errors(values, np.array([lo]), np.array([hi]))[0])
+    base = float(err[-1])  # the last candidate is lo..hi itself (fraction 1 at both ends)
     j = int(np.argmin(err))
     if not err[j] < base:
         return lo, hi, base, base
@@ -159,9 +159,8 @@ def refine_lowered_ranges(
             if after < before:
                 try:
                     patch_per_tensor_quantization(data, model, t, *int8_scale_zero_point(new_lo, new_hi))
-                except (
-                    ValueError
-                ):  # shared or unlocatable quantisation vectors: leave the tensor as converted
+                except ValueError:
+                    # shared or unlocatable quantisation vectors: leave the tensor as converted
                     missing.append(name)
                     continue
             done.append(RefinedRange(name, (lo, hi), (new_lo, new_hi), before, after))
