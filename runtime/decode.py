@@ -55,7 +55,7 @@ from __future__ import annotations
 import ctypes
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, ContextDecorator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -63,7 +63,7 @@ from pathlib import Path
 from time import perf_counter
 
 import numpy as np
-from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid
+from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid, merge_grid_pruned
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan, resize_bilinear
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
 from maskconver.runtime.peaks import PeakSetup, Proposals, _find_proposals, peak_setup
@@ -126,24 +126,24 @@ class PanopticDecoding:
     proposal_yx: np.ndarray
     proposal_areas: np.ndarray
     proposal_segment: np.ndarray
-    # the mask logits are ``raw_mask_logits - mask_logit_offset`` (see :attr:`mask_logits`): the grid merge
-    # takes the zero-point term of quantised features as an offset rather than a pass over all logits
-    raw_mask_logits: np.ndarray = field(repr=False)
-    mask_logit_offset: np.ndarray | None = field(default=None, repr=False)
+    # the low-resolution mask logits, or (the pruned grid merge, which computes only the logits of the
+    # proposals that can win a cell) a function that makes them on first use, see :attr:`mask_logits`
+    mask_logit_source: np.ndarray | Callable[[], np.ndarray] = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mask_logits(self) -> np.ndarray:
-        """float32 ``[h, w, K]`` low-resolution mask logits: ``raw_mask_logits - mask_logit_offset``, made on
-        first use (and remembered; threads reading it at once each get the same values)."""
-        offset = self.mask_logit_offset
-        if offset is None:
-            return self.raw_mask_logits
+        """float32 ``[h, w, K]`` low-resolution mask logits (with ``mask_resolution="grid"`` made on first use
+        and remembered; threads reading it at once each get the same values). The grid merge computes the
+        logits it needs in blocks of proposals: these may differ from them in the last bit (BLAS picks its
+        summation order by the matrices' shapes)."""
+        source = self.mask_logit_source
+        if isinstance(source, np.ndarray):
+            return source
         made = self.__dict__.get("_mask_logits_made")
-        if made is None or made[0] is not self.raw_mask_logits or made[1] is not offset:
-            made = (self.raw_mask_logits, offset, self.raw_mask_logits - offset)
-            self.__dict__["_mask_logits_made"] = made
-        return made[2]
+        if made is None or made[0] is not source:
+            made = self.__dict__["_mask_logits_made"] = (source, source())
+        return made[1]
 
     @property
     def num_segments(self) -> int:
@@ -536,6 +536,30 @@ def _scaled_mask_logits(features: np.ndarray, emb: np.ndarray, zero_point: bool 
     return out.reshape(h, w, -1)
 
 
+def _check_mask_logits(logits: np.ndarray) -> None:
+    """Refuse NaN / inf in mask logits (or their negation) of any shape."""
+    _check_finite(logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)")
+
+
+class _LazyLogits:
+    """The grid's mask logits ``[ny, nx, K]`` = ``features @ emb[:, :D]^T - offset`` (as the full path's
+    :func:`_scaled_mask_logits`), computed when called: ``features [ny * nx, D]`` float32, ``emb [K, D + 1]``,
+    ``offset [K]`` or None (no zero-point term)."""
+
+    __slots__ = ("emb", "features", "offset", "shape")
+
+    def __init__(
+        self, features: np.ndarray, emb: np.ndarray, offset: np.ndarray | None, shape: tuple[int, int]
+    ):
+        self.features, self.emb, self.offset, self.shape = features, emb, offset, shape
+
+    def __call__(self) -> np.ndarray:
+        out = self.features @ self.emb[:, : self.features.shape[1]].T
+        if self.offset is not None:
+            out -= self.offset
+        return out.reshape(*self.shape, -1)
+
+
 def mask_logits(
     features: np.ndarray, embeddings: np.ndarray, quant: tuple[float, float] | None = None
 ) -> np.ndarray:
@@ -749,6 +773,8 @@ class DecodePlan:
     output_size: tuple[int, int]
     factor: int  # 0: full resolution; else the grid factor
     axes: tuple  # (gy, gx) GridAxis for a grid, else (py, px) AxisPlan
+    # "grid": the used cells' index per axis (GridAxis.take), or None when every cell is used
+    cells: tuple | None
     method: str
     mask_dtype: np.dtype
 
@@ -833,6 +859,7 @@ def plan_decode(
         output_size=output_size,
         factor=factor,
         axes=(gy, gx) if grid else (py, px),
+        cells=None if not grid or (gy.n, gx.n) == (h, w) else (gy.take(), gx.take()),
         method=method,
         mask_dtype=mask_dtype_for(mask_dtype, c, k),
     )
@@ -881,31 +908,32 @@ def decode_planned(
         centers = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
         emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale
         clock.append(perf_counter())
-        offset = None
-        if factor == 1:  # only the cells some output pixel falls into; the zero-point term goes to the merge
-            feats = feats[gy.take()][:, gx.take()]
-            if plan.head.mask_zero_point:
-                offset = emb[:, d].copy()  # contiguous: the merge's broadcast subtraction is 1.7x faster
-            logits = _scaled_mask_logits(feats, emb, zero_point=False)
+        if factor == 1:
+            # the cells some output pixel falls into, as float32 rows; the merge computes only the logits of
+            # the proposals that can win a cell (mask_logits makes all of them on first use), taking the
+            # zero-point term as a per-proposal offset (contiguous: its broadcast subtraction is faster)
+            cells = feats if plan.cells is None else feats[plan.cells[0]][:, plan.cells[1]]
+            features = cells.astype(np.float32).reshape(-1, d)
+            offset = emb[:, d].copy() if plan.head.mask_zero_point else None
+            logits = _LazyLogits(features, emb, offset, (gy.n, gx.n))
+            clock.append(perf_counter())
+            merge = merge_grid_pruned(
+                features, emb, offset, props.scores, gy, gx, small_area, overlap, check=_check_mask_logits
+            )
         else:
             logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
-        if factor > 1:  # the upsampled grid, up to the last cell the output uses
-            py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
-            px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)
-            logits = resize_bilinear(logits, py_g, px_g)[gy.take()][:, gx.take()]
-        # with an offset the merge takes the negated logits ``offset - raw`` (the same floats as negating
-        # ``raw - offset``): one pass instead of an offset pass and a negation pass
-        checked = logits if offset is None else np.subtract(offset, logits)
-        _check_finite(
-            checked, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)"
-        )
-        clock.append(perf_counter())
-        if factor:
-            merge = merge_grid(checked, props.scores, gy, gx, small_area, overlap, negated=offset is not None)
-        else:
-            merge = (merge_fast if plan.method == "fast" else merge_dense)(
-                logits, props.scores, py, px, small_area, overlap
-            )
+            if factor > 1:  # the upsampled grid, up to the last cell the output uses
+                py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
+                px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)
+                logits = resize_bilinear(logits, py_g, px_g)[gy.take()][:, gx.take()]
+            _check_mask_logits(logits)
+            clock.append(perf_counter())
+            if factor:
+                merge = merge_grid(logits, props.scores, gy, gx, small_area, overlap)
+            else:
+                merge = (merge_fast if plan.method == "fast" else merge_dense)(
+                    logits, props.scores, py, px, small_area, overlap
+                )
         clock.append(perf_counter())
     rows, proposal_segment, cat_lut, inst_lut = _segments(props.classes, props.scores, merge, plan.is_thing)
     clock.append(perf_counter())
@@ -923,8 +951,7 @@ def decode_planned(
         proposal_scores=props.scores,
         proposal_yx=props.yx,
         proposal_areas=merge.mask_area,
-        raw_mask_logits=logits,
-        mask_logit_offset=offset,
+        mask_logit_source=logits,
         timings={name: 1000.0 * (b - a) for name, a, b in zip(STAGES, clock[:-1], clock[1:], strict=True)},
         segment_rows=rows,
         proposal_segment=proposal_segment,

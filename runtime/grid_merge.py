@@ -20,6 +20,7 @@ input pixels).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -109,15 +110,128 @@ def merge_grid(
     p *= np.asarray(scores, dtype=np.float32)
     # the cell winners stay intp: bincount and the lookups below take intp indices without a conversion,
     # and painting gives the lut's dtype whatever the index dtype
-    win = p.argmax(axis=-1).reshape(gy.n, gx.n)
-    mask_area = np.bincount(win.reshape(-1), weights=weight, minlength=k).astype(np.int64)
+    win = p.argmax(axis=-1)
     # every partial sum of the product is an integer below the exact range: no rounding to undo
     original_area = (weight_row @ positive)[0].astype(np.int64)
+    return _grid_result(win, original_area, k, gy, gx, weight, small_area, overlap)
+
+
+FIRST_PROPOSALS = 16  # proposals :func:`merge_grid_pruned` scores on every cell before it prunes the rest
+
+
+def merge_grid_pruned(
+    features: np.ndarray,
+    emb: np.ndarray,
+    offset: np.ndarray | None,
+    scores: np.ndarray,
+    gy: GridAxis,
+    gx: GridAxis,
+    small_area: float,
+    overlap: float,
+    check: Callable[[np.ndarray], None] | None = None,
+    first: int = FIRST_PROPOSALS,
+) -> MergeResult:
+    """:func:`merge_grid` from the mask features, computing the logits only of proposals that can win a
+    cell: the same merge, up to the float rounding of the logit products (BLAS picks its summation order
+    by the matrices' shapes).
+
+    ``features [gy.n * gx.n, D]`` float32 (the used cells, row-major), ``emb [K, D']`` float32 with
+    ``D' >= D`` (columns past ``D`` unused) and ``offset [K]`` float32 or None: the logit of proposal ``q`` at
+    cell ``c`` is ``features[c] . emb[q, :D] - offset[q]``; ``scores [K]`` float32, best proposal first.
+    ``check``: called with every block of negated logits ``[cells, n]`` computed (e.g. to refuse NaN).
+
+    Pruning: the first ``first`` proposals are scored on every cell, giving each cell its best product
+    ``m_c = max_q p_q * score_q`` so far. A later proposal ``q`` takes a cell only where
+    ``p_q * score_q > m_c`` (an earlier proposal wins a tie), and ``p_q * score_q <= score_q`` (``p <= 1``
+    in float32 too, and rounding is monotonic), so a proposal with ``score_q <= min_c m_c`` wins no cell:
+    its area is 0 and its logits are never computed. The others are scored on every cell in one more block
+    and take the cells where they beat ``m_c``. A proposal that wins nothing has ``mask_area = 0`` and is
+    dropped whatever its original area, as long as ``small_area >= 0`` (otherwise all are scored). Pruning
+    is tried only when the ``first``-th score is at most half the best (the best score bounds every
+    ``m_c``, so with the later scores near it few proposals could be pruned).
+    """
+    k = emb.shape[0]
+    if k == 0:
+        return _empty(gy.size, gx.size)
+    weight, weight_row = _cell_weights(gy, gx)
+    # score everything at once when pruning cannot pay: ``min_c m_c <= scores[0]``, so with the later scores
+    # close to the best (untrained or undecided models) nearly every proposal would be scored twice over
+    n1 = k if k <= first or small_area < 0 or 2 * scores[first] > scores[0] else first
+    head = None if offset is None else offset[:n1]
+    win, best, positive = _scored_block(features, emb[:n1], head, scores[:n1], weight_row, check)
+    if k == n1:
+        return _grid_result(win, positive, k, gy, gx, weight, small_area, overlap)
+    original_area = np.zeros(k, np.int64)
+    original_area[:n1] = positive
+    # the later proposals that can still take a cell (this holds whatever the order of the scores)
+    later = (scores[n1:] > np.minimum.reduce(best)).nonzero()[0]
+    if later.shape[0]:
+        later += n1
+        win2, best2, positive2 = _scored_block(
+            features,
+            emb.take(later, axis=0),
+            None if offset is None else offset.take(later),
+            scores.take(later),
+            weight_row,
+            check,
+        )
+        np.copyto(win, later.take(win2), where=best2 > best)  # strictly: an earlier proposal wins a tie
+        original_area[later] = positive2
+    return _grid_result(win, original_area, k, gy, gx, weight, small_area, overlap)
+
+
+def _scored_block(
+    features: np.ndarray,
+    emb: np.ndarray,
+    offset: np.ndarray | None,
+    scores: np.ndarray,
+    weight_row: np.ndarray,
+    check: Callable[[np.ndarray], None] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Proposals ``emb [n, D']`` (``offset [n]`` or None, ``scores [n]``) on the cells ``features [cells, D]``
+    -> per cell the first best proposal ``[cells]`` intp and its product ``p * score`` ``[cells]`` float32,
+    and per proposal ``count(p > 0.5)`` in output pixels ``[n]`` int64 (cells weighted by ``weight_row
+    [1, cells]``, exact). The same float32 steps as :func:`merge_grid` on ``[cells, n]``."""
+    neg = features @ emb[:, : features.shape[1]].T  # [cells, n] raw logits
+    # negated: ``offset - raw`` gives the same floats as negating ``raw - offset``
+    neg = np.negative(neg, out=neg) if offset is None else np.subtract(offset, neg, out=neg)
+    if check is not None:
+        check(neg)
+    p = sigmoid32_of_negated(neg)
+    positive = np.greater(p, np.float32(0.5), out=np.empty(p.shape, weight_row.dtype))
+    p *= scores
+    win = p.argmax(axis=-1)
+    best = p.reshape(-1).take(win + _row_starts(p.shape[0], p.shape[1]))
+    return win, best, (weight_row @ positive)[0].astype(np.int64)
+
+
+@lru_cache(maxsize=64)
+def _row_starts(rows: int, n: int) -> np.ndarray:
+    """``[rows]`` intp: the flat index of each row's first element in a C-ordered ``[rows, n]`` array."""
+    starts = np.arange(0, rows * n, n, dtype=np.intp)
+    starts.flags.writeable = False
+    return starts
+
+
+def _grid_result(
+    win: np.ndarray,
+    original_area: np.ndarray,
+    k: int,
+    gy: GridAxis,
+    gx: GridAxis,
+    weight: np.ndarray,
+    small_area: float,
+    overlap: float,
+) -> MergeResult:
+    """The merge's outcome from the cell winners ``win [cells]`` intp and ``original_area [K]`` int64 (in
+    output pixels; overwritten)."""
+    win = win.reshape(gy.n, gx.n)
+    mask_area = np.bincount(win.reshape(-1), weights=weight, minlength=k).astype(np.int64)
     original_area[mask_area <= small_area] = 0  # reported only where it matters (as the other merges)
     # _keep's test; ``mask_area > small_area`` is already in ``original_area > 0`` (zeroed above)
     kept = original_area > 0
     kept &= mask_area > overlap * original_area
-    bbox = _grid_bbox(win, mask_area.shape[0], gy, gx)
+    bbox = _grid_bbox(win, k, gy, gx)
 
     def paint(lut: np.ndarray) -> np.ndarray:
         # columns first (on the few grid rows), then whole rows: the full-size repeat copies rows

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from maskconver.runtime.decode import decode_panoptic, grid_axes
-from maskconver.runtime.grid_merge import _grid_bbox, grid_axis, merge_grid
+from maskconver.runtime.grid_merge import (
+    FIRST_PROPOSALS,
+    _grid_bbox,
+    grid_axis,
+    merge_grid,
+    merge_grid_pruned,
+)
 from maskconver.runtime.mask_resize import axis_plan
 from maskconver.runtime.merge import bbox_from_winner, merge_dense
 
@@ -85,6 +91,87 @@ def test_grid_merge_is_the_reference_merge_of_nearest_upsampled_logits(seed):
     assert np.array_equal(got.kept, ref.kept) and np.array_equal(got.bbox, ref.bbox)
     lut = rng.integers(0, 1000, k).astype(np.int32)
     assert np.array_equal(got.paint(lut), lut[ref.winner])
+
+
+def _exact_case(rng: np.random.Generator, k: int, spread: bool, d: int = 6):
+    """Features, embeddings, offsets whose products are exact in float32 whatever the summation order
+    (small integers times multiples of 1/8), so the pruned merge must equal the plain one bit for bit."""
+    h, w = int(rng.integers(2, 9)), int(rng.integers(2, 9))
+    gy = grid_axis(h, int(h * rng.integers(2, 6)), int(h * 2))
+    gx = grid_axis(w, int(w * rng.integers(2, 6)), int(w * 2))
+    features = rng.integers(-4, 5, (gy.n * gx.n, d)).astype(np.float32)
+    emb = (rng.integers(-8, 9, (k, d + 1)) / 8.0).astype(np.float32)
+    emb[1::4] = emb[0::4][: len(emb[1::4])]  # identical proposals: tied products
+    offset = (rng.integers(-16, 17, k) / 8.0).astype(np.float32)
+    if spread:  # a trained model's scores: a few confident proposals, then a long tail
+        scores = np.sort(rng.uniform(0.01, 1.0, k) ** 4).astype(np.float32)[::-1].copy()
+        scores[:3] = np.float32(0.95)
+    else:  # an untrained model's: all alike
+        scores = np.sort(rng.uniform(0.4, 0.5, k)).astype(np.float32)[::-1].copy()
+    scores[2::5] = scores[1::5][: len(scores[2::5])]  # tied scores
+    return gy, gx, features, emb, offset, scores
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pruned_grid_merge_equals_the_plain_grid_merge(seed):
+    """The pruned merge scores only proposals that can win a cell; with exact products it must give the
+    plain merge's winners, areas, keep decisions, boxes and label maps, with and without pruning."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 60))
+    gy, gx, features, emb, offset, scores = _exact_case(rng, k, spread=seed % 4 != 0)
+    if seed % 3 == 0:
+        scores = rng.permutation(scores)  # unsorted scores: the bound still holds
+    if seed % 7 == 0:
+        offset = None
+    small_area = float(rng.choice([0.0, 3.0, 40.0, -1.0]))
+    logits = features @ emb[:, :-1].T - (0 if offset is None else offset)
+    want = merge_grid(logits.reshape(gy.n, gx.n, k), scores, gy, gx, small_area, 0.7)
+    blocks: list[tuple[int, int]] = []
+    got = merge_grid_pruned(
+        features, emb, offset, scores, gy, gx, small_area, 0.7, check=lambda b: blocks.append(b.shape)
+    )
+    assert np.array_equal(got.winner, want.winner)
+    assert np.array_equal(got.mask_area, want.mask_area)
+    assert np.array_equal(got.kept, want.kept) and np.array_equal(got.bbox, want.bbox)
+    assert np.array_equal(got.original_area[got.kept], want.original_area[want.kept])
+    lut = rng.integers(0, 1000, k).astype(np.int32)
+    assert np.array_equal(got.paint(lut), lut[want.winner])
+    # every proposal that won a cell was scored; the check saw each block of negated logits
+    assert sum(n for _, n in blocks) <= k and all(c == gy.n * gx.n for c, _ in blocks)
+    if k > FIRST_PROPOSALS and small_area >= 0 and 2 * scores[FIRST_PROPOSALS] <= scores[0]:
+        assert blocks[0][1] == FIRST_PROPOSALS
+
+
+def test_pruned_grid_merge_skips_proposals_that_cannot_win():
+    """A confident proposal covering every cell leaves the low-score tail unscored (and unwinning)."""
+    rng = np.random.default_rng(0)
+    k, d = 50, 4
+    gy, gx = grid_axis(6, 48, 48), grid_axis(5, 40, 40)
+    features = np.ones((gy.n * gx.n, d), np.float32)
+    emb = rng.normal(0, 0.1, (k, d + 1)).astype(np.float32)
+    emb[0, :d] = 5.0  # logit 20 everywhere: p = 1
+    scores = (0.9 * 0.8 ** np.arange(k)).astype(np.float32)
+    blocks: list[int] = []
+    got = merge_grid_pruned(
+        features, emb, None, scores, gy, gx, 0.0, 0.7, check=lambda b: blocks.append(b.shape[1])
+    )
+    assert blocks == [FIRST_PROPOSALS]  # 0.9 * 1.0 beats every later score: no second block
+    assert got.mask_area[0] == 48 * 40 and not got.mask_area[1:].any() and got.kept[0]
+
+
+def test_pruned_grid_merge_without_proposals():
+    gy, gx = grid_axis(4, 32, 30), grid_axis(5, 40, 40)
+    out = merge_grid_pruned(
+        np.zeros((gy.n * gx.n, 3), np.float32),
+        np.zeros((0, 4), np.float32),
+        None,
+        np.zeros(0, np.float32),
+        gy,
+        gx,
+        0.0,
+        0.7,
+    )
+    assert out.winner.shape == (30, 40) and out.kept.size == 0
 
 
 def test_grid_merge_without_proposals():
