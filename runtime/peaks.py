@@ -23,6 +23,7 @@ heatmap more than a few times:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -176,6 +177,7 @@ class PeakSetup(NamedTuple):
     # [cut] a starting candidate cut learnt from the last heatmap of this layout (see find_proposals), or
     # [None]: only a first guess, so it may be shared by threads and decoders (any cut gives the same result)
     cut_hint: list
+    flat: _FlatLayout | None  # _dense_peaks' layout, for heatmaps with at most _DENSE_PEAKS values
 
 
 @lru_cache(maxsize=32)
@@ -205,6 +207,7 @@ def peak_setup(
         yx=_pixel_yx(h, w) if small else None,
         codes=_monotone(_code_tables(dt.str, quant)) if one_byte else None,  # type: ignore[arg-type]
         cut_hint=[None],
+        flat=_flat_layout(shape, dt.str) if h * w * c <= _DENSE_PEAKS and dt.kind in "iuf" else None,
     )
 
 
@@ -259,15 +262,85 @@ def _peaks(
 _DENSE_PEAKS = 1 << 16  # heatmaps with at most this many values get the whole-array peak test
 
 
-def _dense_peaks(heat: np.ndarray, cut) -> np.ndarray:
-    """Flat indices (ascending) of the peaks of ``heat [h, w, C]`` with value ``>= cut``: the same rule as
-    :func:`_peaks`, with whole-array shifts.
+class _FlatLayout:
+    """Constants of :func:`_dense_peaks` for one heatmap layout ``[h, w, C]`` and dtype.
+
+    The heatmap is copied into the interior of a flat buffer laid out as ``[h + 2, w + 2, C]`` whose border
+    holds the dtype's lowest value (below or equal to every value, so it never changes a window max),
+    with ``C`` more such values at each end. In that layout the 3x3 neighbours of a position ``p`` are
+    ``p + dy * R + dx * C`` (``R = (w + 2) * C``), so every shift is a contiguous slice of one flat array.
+    Positions are counted from the first one of the padded array."""
+
+    def __init__(self, h: int, w: int, c: int, dtype: np.dtype):
+        self.h, self.w, self.c = h, w, c
+        self.row = (w + 2) * c  # R
+        self.size = (h + 2) * self.row  # N positions
+        self.dtype = dtype
+        self.pad = np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
+        self.top = np.iinfo(dtype).max if dtype.kind in "iu" else np.inf
+        origin = np.full(self.size, -1, np.int64)  # position -> flat heatmap index (-1: border)
+        origin.reshape(h + 2, w + 2, c)[1 : h + 1, 1 : w + 1] = np.arange(h * w * c).reshape(h, w, c)
+        n = self.size - 2 * self.row  # positions R .. N - R: the image rows, border columns included
+        self.inside = origin[self.row : self.row + n] >= 0  # [n] bool: not a border column
+        # peak candidate i (see _dense_peaks) is position R + C + i
+        self.origin = origin[self.row + c : self.row + n].astype(np.intp)
+        for a in (self.inside, self.origin):
+            a.flags.writeable = False
+        self._local = threading.local()
+
+    def buffer(self) -> np.ndarray:
+        """This thread's padded buffer ``[N + 2C]`` (its border is never written)."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = np.full(self.size + 2 * self.c, self.pad, self.dtype)
+        return buf
+
+
+@lru_cache(maxsize=32)
+def _flat_layout(shape: tuple[int, int, int], dtype: str) -> _FlatLayout:
+    return _FlatLayout(*shape, np.dtype(dtype))
+
+
+def _dense_peaks(heat: np.ndarray, cut, layout: _FlatLayout | None = None) -> np.ndarray:
+    """Flat indices (ascending) of the peaks of ``heat [h, w, C]`` (integer or float) with value ``>= cut``:
+    the same rule as :func:`_peaks`, with whole-array shifts on a padded flat copy (:class:`_FlatLayout`,
+    which ``layout`` is for this shape and dtype; every shift a contiguous slice, ~14 calls).
 
     The window max is separable (3 along x, then 3 along y; the window holds the location itself, which
     changes nothing). Two in-image neighbours that are both window maxima hold equal values (each is
     ``>=`` the other), so the plateau tie-break needs no value test: a window maximum is dropped when an
-    earlier neighbour (up-left, up, up-right, left) is a window maximum too.
+    earlier neighbour (up-left, up, up-right, left) is a window maximum too. The cut joins the window max
+    (a location is kept only if it is ``>= max(window max, cut)``): a tied earlier neighbour has the same
+    value, so it passes the cut too and the tie-break is unchanged.
     """
+    if heat.dtype.kind not in "iuf":
+        return _dense_peaks_shifted(heat, cut)
+    if layout is None:
+        layout = _flat_layout(heat.shape, heat.dtype.str)
+    if cut > layout.top:  # e.g. the cut of threshold 1 for codes: nothing can pass
+        return np.zeros(0, np.intp)
+    c, r, n = layout.c, layout.row, layout.size
+    buf = layout.buffer()
+    buf[c + r : c + n - r].reshape(layout.h, layout.w + 2, c)[:, 1 : layout.w + 1] = heat
+    hm = np.maximum(buf[:n], buf[c : c + n])  # [N] max over x-1..x+1 of every position
+    np.maximum(hm, buf[2 * c : 2 * c + n], out=hm)
+    m = n - 2 * r  # positions R .. N - R
+    vm = np.maximum(hm[:m], hm[r : r + m])  # [m] 3x3 window max
+    np.maximum(vm, hm[2 * r :], out=vm)
+    np.maximum(vm, cut, out=vm)
+    is_max = np.greater_equal(buf[c + r : c + n - r], vm)  # a window maximum >= cut
+    if not cut > layout.pad:  # border positions may pass (their window holds only the lowest value)
+        is_max &= layout.inside
+    peak = np.greater(is_max[c:], is_max[:-c])  # [m - C] position R + C + i, not after a window max
+    if layout.h > 1:  # and not below a window max (up-left | up | up-right, shifted by R)
+        up = np.logical_or(is_max[: m - 2 * c], is_max[c : m - c])
+        np.logical_or(up, is_max[2 * c :], out=up)
+        np.greater(peak[r:], up[: m - c - r], out=peak[r:])
+    return layout.origin.take(peak.nonzero()[0])
+
+
+def _dense_peaks_shifted(heat: np.ndarray, cut) -> np.ndarray:
+    """:func:`_dense_peaks` for any ordered dtype (e.g. bool), with shifts of the ``[h, w, C]`` array."""
     hm = heat.copy()  # [h, w, C] max over x-1..x+1
     np.maximum(hm[:, 1:], heat[:, :-1], out=hm[:, 1:])
     np.maximum(hm[:, :-1], heat[:, 1:], out=hm[:, :-1])
@@ -323,7 +396,7 @@ def _find_proposals(heatmap: np.ndarray, setup: PeakSetup) -> Proposals:
     flat = heatmap.reshape(-1)  # a view when contiguous, else a contiguous copy
     k, t_floor = setup.k, setup.floor
     if flat.size <= _DENSE_PEAKS:
-        idx = _dense_peaks(heatmap, t_floor)
+        idx = _dense_peaks(heatmap, t_floor, setup.flat)
         return _ranked(idx, flat.take(idx), setup)
     # The candidate cut: first the hint from the last heatmap of this layout (the value of its (2K)-th
     # peak: consecutive frames are alike, so usually ~2K peaks from a few hundred candidates, without

@@ -22,6 +22,7 @@ from maskconver.runtime.mask_resize import axis_plan, resize_bilinear, sub_runs
 from maskconver.runtime.merge import merge_dense, merge_fast
 from maskconver.runtime.peaks import (
     _dense_peaks,
+    _dense_peaks_shifted,
     _native_cut,
     _peaks,
     find_proposals,
@@ -422,6 +423,42 @@ def test_whole_array_peaks_equal_candidate_peaks(dtype):
         cand = np.flatnonzero(flat >= cut)
         want = cand[_peaks(flat, cand, *heat.shape)]
         np.testing.assert_array_equal(_dense_peaks(heat, cut), want)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.float32, np.float16])
+def test_padded_flat_peaks_equal_the_shifted_whole_array_test(dtype):
+    """The padded flat layout (contiguous shifts, border at the dtype's lowest value) finds the very peaks of
+    the plain shifted test: plateaus, the extreme codes, NaN, -0.0, one-row / one-column maps, every cut."""
+    rng = np.random.default_rng(11)
+    for trial in range(150):
+        shape = (int(rng.integers(1, 14)), int(rng.integers(1, 14)), int(rng.integers(1, 6)))
+        if np.dtype(dtype).kind == "f":
+            heat = np.round(rng.normal(0, 1, shape), 1).astype(dtype)
+            if trial % 5 == 0:
+                heat.flat[rng.integers(0, heat.size, 2)] = np.nan
+            if trial % 7 == 0:
+                heat.flat[rng.integers(0, heat.size, 2)] = -0.0
+            cuts = (-np.inf, -1.0, 0.0, 0.3, np.inf)
+        else:
+            info = np.iinfo(dtype)
+            low = info.min if trial % 2 else info.max - 6  # plateaus at both ends of the code range
+            heat = rng.integers(low, low + 7, shape).astype(dtype)
+            cuts = (info.min, low + 2, info.max, info.max + 1)
+        for cut in cuts:
+            np.testing.assert_array_equal(_dense_peaks(heat, cut), _dense_peaks_shifted(heat, cut))
+
+
+def test_padded_flat_peaks_in_threads():
+    """Each thread has its own padded buffer: threads decoding different heatmaps at once do not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    heats = [rng.integers(-128, 128, (16, 16, 11)).astype(np.int8) for _ in range(64)]
+    want = [_dense_peaks_shifted(h, -20) for h in heats]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda h: _dense_peaks(h, -20), heats))
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 def _dense_reference_proposals(heat: np.ndarray, k: int, thr: float, quant) -> list[tuple[int, int, int]]:
