@@ -44,6 +44,24 @@ def log(msg: str, progress: bool = True) -> None:
         print(f"[maskconver-convert] {msg}", file=sys.stderr, flush=True)
 
 
+ONNX_INT8 = "QDQ: uint8 activations, int8 per-channel weights (onnxruntime quantize_static)"
+
+
+def onnx_model_info(info):
+    """``info`` with the conversion record of the ONNX twin: the same graph, but an int8 ONNX model is
+    quantised by ONNX Runtime's own static quantiser, not by the TFLite converter, so the TFLite-only fields
+    (per-channel setting, the lowering tensors' fitted ranges) give way to how it was quantised."""
+    import dataclasses
+
+    conversion = dict(info.conversion)
+    conversion["format"] = "onnx"
+    if conversion.get("quantization") == "int8":
+        conversion["onnx_quantization"] = ONNX_INT8
+        conversion["per_channel"] = True
+        conversion["lowered_ranges_refined"] = None
+    return dataclasses.replace(info, conversion=conversion)
+
+
 def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conversion: dict):
     """The ``maskconver.json`` contents for a model converted from ``config``."""
     from maskconver.runtime.model_info import Category, ModelInfo
@@ -315,7 +333,7 @@ def _convert(
             export_onnx(
                 fn,
                 size,
-                info,
+                onnx_model_info(info),
                 mask_head,
                 onnx_path,
                 quantize=(mode == "int8"),

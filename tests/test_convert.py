@@ -117,7 +117,13 @@ def test_onnx_int8_runs_in_onnxruntime(int8_dir):
     out, _ = int8_dir
     path = out / f"{NAME}_int8.onnx"
     mf = read_model_file(path)
-    assert mf.info.conversion["quantization"] == "int8"
+    conversion = mf.info.conversion
+    assert conversion["quantization"] == "int8" and conversion["format"] == "onnx"
+    # its own quantiser's record, not the TFLite model's fitted ranges (which the TFLite twin keeps)
+    assert conversion["lowered_ranges_refined"] is None and "QDQ" in conversion["onnx_quantization"]
+    assert (
+        read_model_file(out / f"{NAME}_int8.tflite").info.conversion["lowered_ranges_refined"]["tensors"] > 0
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(path)).graph.node)
     img = np.random.default_rng(2).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
