@@ -106,13 +106,15 @@ class PanopticDecoding:
     ``proposal_classes`` int32, ``proposal_scores`` float32, ``proposal_yx`` int32 ``[K, 2]`` (feature grid),
     ``proposal_areas`` int64 (pixels won in the argmax), ``proposal_segment`` int32 (segment id, 0 = dropped),
     and ``mask_logits`` float32 ``[h, w, K]`` (low-resolution mask logits; with a grid ``mask_resolution``
-    only the (upsampled) grid cells the output covers).
+    only the (upsampled) grid cells the output covers; with ``"grid"`` made on first use, see
+    :attr:`mask_logits`).
 
     ``timings``: wall-clock ms of the decode's stages, in pipeline order: ``peaks`` (peaks and top-K),
-    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product, for a grid the cells used; with
-    ``grid2x``/``grid4x`` also their bilinear upsampling; and the logits' finite check), ``merge``,
-    ``segments`` (also leaving the BLAS thread setting), ``label_maps`` (the two masks). Input checks are
-    not in any stage.
+    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product and the logits' finite check;
+    with ``grid2x``/``grid4x`` also their bilinear upsampling; with ``grid`` only the float32 copy of the used
+    cells' features, as the merge computes the logits of the proposals it scores), ``merge``, ``segments``
+    (also leaving the BLAS thread setting), ``label_maps`` (the two masks). Input checks are not in any
+    stage.
     """
 
     category_mask: np.ndarray

@@ -16,6 +16,11 @@ Model Garden uses a hard sigmoid on this path; the true sigmoid is kept here so 
 from the full-resolution merge only by where the logits are sampled. The cost is ``O(h * w * K)`` with no
 per-pixel work, independent of how sharp the masks are; boundaries are blocky (one cell = ``stride``
 input pixels).
+
+:func:`merge_grid` takes the logits; :func:`merge_grid_pruned` (what ``decode_panoptic`` uses for ``"grid"``)
+takes the mask features and computes the logits only of the proposals that can win a cell: after the first
+16 proposals, a later one whose score is at most the weakest cell's best ``p * score`` cannot win anywhere,
+and a trained model's long tail of low-score proposals is never multiplied out.
 """
 
 from __future__ import annotations
