@@ -543,6 +543,29 @@ def _check_mask_logits(logits: np.ndarray) -> None:
     _check_finite(logits, "mask logits (mask_features . mask embeddings; finite inputs overflowed float32)")
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_grid_logits(
+    emb: np.ndarray, features: np.ndarray, feature_bound: float | None, logits: Callable[[], np.ndarray]
+) -> None:
+    """Refuse NaN / inf in any proposal's grid mask logits, also of proposals the pruned merge never scores
+    (``emb [K, D + 1]``, ``features [cells, D]`` float32; ``feature_bound``: the largest ``|feature|`` the
+    features' dtype holds, None for float features).
+
+    ``|logit| <= max|emb| * (max|feature| * D + 1)``, so when twice that is below float32's largest value
+    every logit is finite (float32 rounding of the sums adds far less than the factor 2); one pass over the
+    small embedding matrix proves it (NaN or inf embeddings fail it too). Otherwise the embeddings are
+    checked, then every logit, with the errors of the other paths."""
+    top = float(np.maximum.reduce(np.abs(emb), axis=None))
+    if feature_bound is None:
+        feature_bound = float(np.maximum.reduce(np.abs(features), axis=None))
+    if 2.0 * top * (feature_bound * features.shape[1] + 1.0) < _FLOAT32_MAX:
+        return
+    _check_finite(emb, "mask embeddings (finite centre embeddings overflowed the mask head)")
+    _check_mask_logits(logits())
+
+
 class _LazyLogits:
     """The grid's mask logits ``[ny, nx, K]`` = ``features @ emb[:, :D]^T - offset`` (as the full path's
     :func:`_scaled_mask_logits`), computed when called: ``features [ny * nx, D]`` float32, ``emb [K, D + 1]``,
@@ -777,6 +800,8 @@ class DecodePlan:
     axes: tuple  # (gy, gx) GridAxis for a grid, else (py, px) AxisPlan
     # "grid": the used cells' index per axis (GridAxis.take), or None when every cell is used
     cells: tuple | None
+    # the largest |value| of the mask features' integer dtype (None for float features)
+    feature_bound: float | None
     method: str
     mask_dtype: np.dtype
 
@@ -862,6 +887,9 @@ def plan_decode(
         factor=factor,
         axes=(gy, gx) if grid else (py, px),
         cells=None if not grid or (gy.n, gx.n) == (h, w) else (gy.take(), gx.take()),
+        feature_bound=None
+        if feats.dtype.kind == "f"
+        else float(max(-np.iinfo(feats.dtype).min, np.iinfo(feats.dtype).max)),
         method=method,
         mask_dtype=mask_dtype_for(mask_dtype, c, k),
     )
@@ -918,10 +946,9 @@ def decode_planned(
             features = cells.astype(np.float32).reshape(-1, d)
             offset = emb[:, d].copy() if plan.head.mask_zero_point else None
             logits = _LazyLogits(features, emb, offset, (gy.n, gx.n))
+            _check_grid_logits(emb, features, plan.feature_bound, logits)
             clock.append(perf_counter())
-            merge = merge_grid_pruned(
-                features, emb, offset, props.scores, gy, gx, small_area, overlap, check=_check_mask_logits
-            )
+            merge = merge_grid_pruned(features, emb, offset, props.scores, gy, gx, small_area, overlap)
         else:
             logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
             if factor > 1:  # the upsampled grid, up to the last cell the output uses

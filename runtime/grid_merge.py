@@ -151,9 +151,15 @@ def merge_grid_pruned(
     in float32 too, and rounding is monotonic), so a proposal with ``score_q <= min_c m_c`` wins no cell:
     its area is 0 and its logits are never computed. The others are scored on every cell in one more block
     and take the cells where they beat ``m_c``. A proposal that wins nothing has ``mask_area = 0`` and is
-    dropped whatever its original area, as long as ``small_area >= 0`` (otherwise all are scored). Pruning
-    is tried only when the ``first``-th score is at most half the best (the best score bounds every
-    ``m_c``, so with the later scores near it few proposals could be pruned).
+    dropped whatever its original area, as long as ``small_area >= 0`` (otherwise, or for NaN, all are
+    scored). Pruning is tried only when ``scores[first]`` is at most half of ``scores[0]`` (the best when
+    sorted, as proposals are: every ``m_c`` is at most the best score, so with the later scores near it few
+    could be pruned); this choice never changes the result.
+
+    Float rounding: BLAS sums a block's products in an order that depends on the block's shape (a block of
+    one proposal is a matrix-vector product), so a proposal's logits may differ in the last bit from those
+    of a product over all proposals (``mask_logits``), and two proposals with identical embeddings and
+    scores in different blocks may split cells that an exact tie would give to the earlier one.
     """
     k = emb.shape[0]
     if k == 0:
@@ -161,7 +167,8 @@ def merge_grid_pruned(
     weight, weight_row = _cell_weights(gy, gx)
     # score everything at once when pruning cannot pay: ``min_c m_c <= scores[0]``, so with the later scores
     # close to the best (untrained or undecided models) nearly every proposal would be scored twice over
-    n1 = k if k <= first or small_area < 0 or 2 * scores[first] > scores[0] else first
+    first = max(int(first), 1)
+    n1 = k if k <= first or not small_area >= 0 or 2 * scores[first] > scores[0] else first
     head = None if offset is None else offset[:n1]
     win, best, positive = _scored_block(features, emb[:n1], head, scores[:n1], weight_row, check)
     if k == n1:

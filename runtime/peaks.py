@@ -288,6 +288,16 @@ class _FlatLayout:
             a.flags.writeable = False
         self._local = threading.local()
 
+    def holds(self, cut) -> bool:
+        """Whether the dtype holds ``cut`` exactly (a Python or NumPy integer in range for integer maps; a
+        number that converts to the float dtype and back unchanged, NaN excluded, for float maps)."""
+        if self.dtype.kind in "iu":
+            return isinstance(cut, int | np.integer) and self.pad <= cut <= self.top
+        try:
+            return bool(self.dtype.type(cut) == cut)
+        except (TypeError, ValueError, OverflowError):
+            return False
+
     def buffer(self) -> np.ndarray:
         """This thread's padded buffer ``[N + 2C]`` (its border is never written)."""
         buf = getattr(self._local, "buf", None)
@@ -309,9 +319,11 @@ def _dense_peaks(heat: np.ndarray, cut, layout: _FlatLayout | None = None) -> np
     The window max is separable (3 along x, then 3 along y; the window holds the location itself, which
     changes nothing). Two in-image neighbours that are both window maxima hold equal values (each is
     ``>=`` the other), so the plateau tie-break needs no value test: a window maximum is dropped when an
-    earlier neighbour (up-left, up, up-right, left) is a window maximum too. The cut joins the window max
-    (a location is kept only if it is ``>= max(window max, cut)``): a tied earlier neighbour has the same
-    value, so it passes the cut too and the tie-break is unchanged.
+    earlier neighbour (up-left, up, up-right, left) is a window maximum too. A cut that the dtype holds
+    exactly joins the window max (a location is kept only if it is ``>= max(window max, cut)``): a tied
+    earlier neighbour has the same value, so it passes the cut too and the tie-break is unchanged. Any other
+    cut (a float cut for integer codes, a float64 cut a float16 map cannot hold) is compared as it is,
+    after the tie-break, with NumPy's mixed-type comparison, as the plain shifted test does.
     """
     if heat.dtype.kind not in "iuf":
         return _dense_peaks_shifted(heat, cut)
@@ -327,15 +339,20 @@ def _dense_peaks(heat: np.ndarray, cut, layout: _FlatLayout | None = None) -> np
     m = n - 2 * r  # positions R .. N - R
     vm = np.maximum(hm[:m], hm[r : r + m])  # [m] 3x3 window max
     np.maximum(vm, hm[2 * r :], out=vm)
-    np.maximum(vm, cut, out=vm)
-    is_max = np.greater_equal(buf[c + r : c + n - r], vm)  # a window maximum >= cut
-    if not cut > layout.pad:  # border positions may pass (their window holds only the lowest value)
+    values = buf[c + r : c + n - r]
+    joined = layout.holds(cut)
+    if joined:
+        np.maximum(vm, layout.dtype.type(cut), out=vm)
+    is_max = np.greater_equal(values, vm)  # a window maximum (>= cut when joined)
+    if not (joined and cut > layout.pad):  # border positions may pass (their window holds only the lowest)
         is_max &= layout.inside
     peak = np.greater(is_max[c:], is_max[:-c])  # [m - C] position R + C + i, not after a window max
     if layout.h > 1:  # and not below a window max (up-left | up | up-right, shifted by R)
         up = np.logical_or(is_max[: m - 2 * c], is_max[c : m - c])
         np.logical_or(up, is_max[2 * c :], out=up)
         np.greater(peak[r:], up[: m - c - r], out=peak[r:])
+    if not joined:
+        peak &= np.greater_equal(values[c:], cut)
     return layout.origin.take(peak.nonzero()[0])
 
 

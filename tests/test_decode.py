@@ -438,14 +438,25 @@ def test_padded_flat_peaks_equal_the_shifted_whole_array_test(dtype):
                 heat.flat[rng.integers(0, heat.size, 2)] = np.nan
             if trial % 7 == 0:
                 heat.flat[rng.integers(0, heat.size, 2)] = -0.0
-            cuts = (-np.inf, -1.0, 0.0, 0.3, np.inf)
+            # cuts the dtype holds join the window max; the others (a float64 a float16 map cannot hold,
+            # NaN) are compared as they are
+            cuts = (-np.inf, -1.0, 0.0, 0.3, np.inf, np.nan, np.float64(0.1000000015), np.float64(65519.0))
         else:
             info = np.iinfo(dtype)
             low = info.min if trial % 2 else info.max - 6  # plateaus at both ends of the code range
             heat = rng.integers(low, low + 7, shape).astype(dtype)
-            cuts = (info.min, low + 2, info.max, info.max + 1)
+            # also float cuts (integer maps without a quantisation) and NumPy integers of another dtype
+            cuts = (info.min, low + 2, info.max, info.max + 1, info.min - 1, -4.6, -np.inf, np.int64(low + 1))
         for cut in cuts:
             np.testing.assert_array_equal(_dense_peaks(heat, cut), _dense_peaks_shifted(heat, cut))
+
+
+def test_integer_heatmap_without_quantisation_takes_a_float_cut():
+    """``find_proposals`` on integer values given as logits (no ``quant``): the threshold's float cut."""
+    heat = np.full((5, 6, 3), -10, np.int16)  # sigmoid(-10) < 0.01: no proposal
+    heat[1, 2, 0], heat[3, 4, 2] = 7, -4  # sigmoid(-4) = 0.018 > 0.01 (the cut is the logit -4.6)
+    p = find_proposals(heat, 10, 0.01)
+    assert p.yx.tolist() == [[1, 2], [3, 4]] and p.classes.tolist() == [0, 2]
 
 
 def test_padded_flat_peaks_in_threads():

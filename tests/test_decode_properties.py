@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 import pytest
-from maskconver.runtime.decode import MASK_HEAD_KEYS, decode_panoptic
+from maskconver.runtime.decode import MASK_HEAD_KEYS, decode_panoptic, mask_embeddings
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -212,7 +212,9 @@ def test_non_finite_mask_head_is_refused(key):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-def test_overflowing_mask_logits_are_refused():
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("mask_resolution", ["full", "grid", "grid2x"])
+def test_overflowing_mask_logits_are_refused(mask_resolution):
     """Finite but float32-overflowing features (3e38 x 3e38 embeddings) raise instead of crashing the merge."""
     heat = np.full((2, 2, 2), -9.0, np.float32)
     heat[0, 0, 1] = 5.0
@@ -227,8 +229,43 @@ def test_overflowing_mask_logits_are_refused():
         "mlp_dense1_kernel": np.full((1, 1), 3e38, np.float32),
         "mlp_dense1_bias": np.zeros(1, np.float32),
     }
-    with pytest.raises(ValueError, match="overflowed float32"):
-        decode_panoptic(heat, center, feats, head, output_size=(8, 8))
+    # (the grid path checks the embeddings first: here they are infinite already)
+    with pytest.raises(ValueError, match="overflowed (float32|the mask head)"):
+        decode_panoptic(heat, center, feats, head, output_size=(8, 8), mask_resolution=mask_resolution)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_grid_refuses_a_nan_embedding_of_a_proposal_it_never_scores():
+    """The pruned grid merge never computes the logits of a weak 17th proposal that cannot win a cell; a NaN
+    mask embedding there (its centre embedding overflows the mask head) is still refused, as on the full
+    path."""
+    rng = np.random.default_rng(0)
+    h, w, c, d = 8, 8, 20, 4
+    heat = np.full((h, w, c), -9.0, np.float32)
+    for q in range(16):  # 16 confident proposals
+        heat[q // 4 * 2, q % 4 * 2, q] = 5.0
+    heat[7, 7, 16] = -4.0  # a weak 17th, score 0.018
+    center = rng.standard_normal((h, w, d)).astype(np.float32)
+    center[7, 7] = 3e38  # finite output, NaN mask embedding
+    head = {
+        "class_embeddings": np.full((c, d), 4.0, np.float32),
+        "mlp_dense0_kernel": rng.standard_normal((d, d)).astype(np.float32),
+        "mlp_dense0_bias": np.zeros(d, np.float32),
+        "mlp_norm_gamma": np.ones(d, np.float32),
+        "mlp_norm_beta": np.zeros(d, np.float32),
+        "mlp_dense1_kernel": rng.standard_normal((d, d)).astype(np.float32),
+        "mlp_dense1_bias": np.zeros(d, np.float32),
+    }
+    e0 = mask_embeddings(center[0, 0][None], np.array([0]), head)[0].astype(np.float64)
+    feats = np.broadcast_to(20 * e0 / (e0 @ e0), (h, w, d)).astype(np.float32)  # proposal 1: logit 20
+    kw = dict(output_size=(64, 64), mask_resolution="grid")
+    clean = center.copy()
+    clean[7, 7] = 0.0
+    ok = decode_panoptic(heat, clean, feats, head, **kw)  # decodes without the NaN
+    assert len(ok.proposal_scores) == 17 and ok.proposal_areas[0] == 64 * 64
+    with pytest.raises(ValueError, match="mask embeddings .* NaN"):
+        decode_panoptic(heat, center, feats, head, **kw)
 
 
 def test_void_proposal_is_not_a_segment():

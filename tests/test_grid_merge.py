@@ -159,6 +159,21 @@ def test_pruned_grid_merge_skips_proposals_that_cannot_win():
     assert got.mask_area[0] == 48 * 40 and not got.mask_area[1:].any() and got.kept[0]
 
 
+@pytest.mark.parametrize("first,small_area", [(0, 0.0), (1, 0.0), (16, float("nan")), (16, -1.0)])
+def test_pruned_grid_merge_edge_settings(first, small_area):
+    """``first`` below 1 scores one proposal first; a NaN or negative small-area threshold scores all (a
+    proposal that wins nothing could then be kept): the plain merge's result either way."""
+    rng = np.random.default_rng(7)
+    gy, gx, features, emb, offset, scores = _exact_case(rng, 40, spread=True)
+    scores[0] = 0.0 if first == 0 else scores[0]
+    logits = (features @ emb[:, :-1].T - offset).reshape(gy.n, gx.n, -1)
+    want = merge_grid(logits, scores, gy, gx, small_area, -1.0)
+    got = merge_grid_pruned(features, emb, offset, scores, gy, gx, small_area, -1.0, first=first)
+    assert np.array_equal(got.winner, want.winner) and np.array_equal(got.kept, want.kept)
+    assert np.array_equal(got.original_area, want.original_area)
+    assert np.array_equal(got.mask_area, want.mask_area) and np.array_equal(got.bbox, want.bbox)
+
+
 def test_pruned_grid_merge_without_proposals():
     gy, gx = grid_axis(4, 32, 30), grid_axis(5, 40, 40)
     out = merge_grid_pruned(
