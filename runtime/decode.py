@@ -557,9 +557,9 @@ def _check_grid_logits(
     every logit is finite (float32 rounding of the sums adds far less than the factor 2); one pass over the
     small embedding matrix proves it (NaN or inf embeddings fail it too). Otherwise the embeddings are
     checked, then every logit, with the errors of the other paths."""
-    top = float(np.maximum.reduce(np.abs(emb), axis=None))
+    top = float(np.maximum.reduce(np.abs(emb), axis=None, initial=0.0))  # NaN stays NaN; no proposal: 0
     if feature_bound is None:
-        feature_bound = float(np.maximum.reduce(np.abs(features), axis=None))
+        feature_bound = float(np.maximum.reduce(np.abs(features), axis=None, initial=0.0))
     if 2.0 * top * (feature_bound * features.shape[1] + 1.0) < _FLOAT32_MAX:
         return
     _check_finite(emb, "mask embeddings (finite centre embeddings overflowed the mask head)")

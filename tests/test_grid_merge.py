@@ -189,6 +189,31 @@ def test_pruned_grid_merge_without_proposals():
     assert out.winner.shape == (30, 40) and out.kept.size == 0
 
 
+@pytest.mark.parametrize("quantised", [False, True])
+def test_grid_decode_without_proposals(quantised):
+    """No heatmap value passes the threshold: empty maps and segments, and [ny, nx, 0] mask logits."""
+    rng = np.random.default_rng(4)
+    heat = np.full((6, 7, 3), -9.0, np.float32)
+    center = rng.normal(size=(6, 7, 4)).astype(np.float32)
+    feats = rng.normal(size=(6, 7, 4)).astype(np.float32)
+    head = {
+        "class_embeddings": np.ones((3, 4), np.float32),
+        "mlp_dense0_kernel": np.eye(4, dtype=np.float32),
+        "mlp_dense0_bias": np.zeros(4, np.float32),
+        "mlp_norm_gamma": np.ones(4, np.float32),
+        "mlp_norm_beta": np.zeros(4, np.float32),
+        "mlp_dense1_kernel": np.eye(4, dtype=np.float32),
+        "mlp_dense1_bias": np.zeros(4, np.float32),
+    }
+    kw: dict = dict(output_size=(40, 50), mask_resolution="grid")
+    if quantised:
+        heat, feats = np.full(heat.shape, -128, np.int8), np.zeros(feats.shape, np.int8)
+        kw.update(heatmap_quant=(0.1, 0.0), mask_quant=(0.05, 3.0))
+    dec = decode_panoptic(heat, center, feats, head, **kw)
+    assert dec.num_segments == 0 and not dec.category_mask.any() and dec.category_mask.shape == (40, 50)
+    assert dec.mask_logits.shape == (6, 7, 0)
+
+
 def test_grid_merge_without_proposals():
     gy, gx = grid_axis(4, 32, 30), grid_axis(5, 40, 40)
     out = merge_grid(np.zeros((gy.n, gx.n, 0), np.float32), np.zeros(0, np.float32), gy, gx, 0.0, 0.7)
