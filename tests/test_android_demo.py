@@ -57,7 +57,7 @@ def cases(tmp_path_factory) -> Path:
     if _have_preprocess():
         groups += ("letterbox",)
     if _have_model_writer():
-        groups += ("model",)
+        groups += ("model", "demo")
     _exporter().export(out, groups, log=lambda msg: None)
     return out
 
@@ -129,6 +129,10 @@ def test_exporter_writes_complete_cases(cases):
             assert np.array_equal(exp["instance_mask"] == inst, exp["winner"] == inst - 1)
     assert sum(n.startswith("fuzz_") and not n.startswith("fuzz_grid_") for n in names) == 24
     assert sum(n.startswith("fuzz_grid_") for n in names) == 8
+    if _have_model_writer():  # the trained demo model: a few confident proposals and a long weak tail
+        demo = np.load(cases / "demo_int8_grid" / "expected.npz")
+        assert demo["proposal_scores"].size == 50 and demo["segment_category_ids"].size >= 2
+        assert 2 * demo["proposal_scores"][16] < demo["proposal_scores"][0]  # the pruned merge prunes
     modes = {json.loads((cases / n / "case.json").read_text())["args"].get("mask_resolution") for n in names}
     assert {"grid", "grid2x", "grid4x"} <= modes
     empty = np.load(cases / "rand_empty" / "expected.npz")
@@ -146,7 +150,26 @@ def test_committed_resources_match_the_python_runtime(cases):
         pytest.skip(f"no committed goldens at {COMMITTED}")
     names = [n for n in _case_names(COMMITTED) if (cases / n).exists()]
     assert names, "no committed case was re-exported"
+    import json
+
+    exporter = _exporter()
     for name in names:
+        if name.startswith("demo_"):
+            # inputs from TensorFlow's float inference (codes may move by one on another CPU): decode the
+            # committed inputs again and compare what the Python runtime returns for them
+            inp = dict(np.load(COMMITTED / name / "inputs.npz"))
+            meta = json.loads((COMMITTED / name / "case.json").read_text())
+            quant = {k: tuple(v) for k, v in meta["quant"].items()}
+            again = cases / f"{name}.again"
+            exporter.write_case(
+                again, inp, dict(np.load(COMMITTED / name / "mask_head.npz")), quant, meta["args"]
+            )
+            old, new = np.load(COMMITTED / name / "expected.npz"), np.load(again / "expected.npz")
+            for key in new.files:
+                np.testing.assert_array_equal(
+                    old[key], new[key], err_msg=f"{name}/{key}: re-run export_golden.py"
+                )
+            continue
         old = np.load(COMMITTED / name / "expected.npz")
         new = np.load(cases / name / "expected.npz")
         for key in new.files:

@@ -24,6 +24,9 @@ Cases:
 * ``modelgarden``: the Model Garden 256 golden float outputs as they are (reference 640x640 canvas, and an
   original-resolution crop, the crop again with ``mask_resolution="grid"``); about 5 MB, written at test
   time only.
+* ``demo``: the trained demo model (``models/demo``) on two synthetic scenes, its outputs quantised to int8
+  per tensor: a trained model's scores (a few confident proposals, a long tail of weak ones), decoded with the
+  full merge and with the grid merge at a letterboxed 240x320 output; small, committed. Needs TensorFlow.
 * ``fuzz``: seeded random cases (``fuzz_NN``, the full merge, and ``fuzz_grid_NN``, the grid modes).
 
 The Model Garden cases need ``shared/fixtures/modelgarden`` (golden_256.npz and export_ckpt) and TensorFlow
@@ -58,7 +61,8 @@ from maskconver.runtime.merge import merge_fast
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MG = SHARED / "fixtures" / "modelgarden"
-ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model", "fuzz")
+ALL_CASES = ("small", "int8", "modelgarden", "letterbox", "model", "fuzz", "demo")
+DEMO_CHECKPOINT = REPO / "models" / "demo" / "maskconver_nano_demo.npz"
 FUZZ_CASES = 24
 FUZZ_GRID_CASES = 8
 # (image height, width) -> model input (height, width): upscale, downscale, exact 2x, odd sizes, identity
@@ -532,6 +536,38 @@ def modelgarden_cases(out: Path, which: set[str], log: Callable[[str], None]) ->
         log(f"mg256_int8: {dec.num_segments} segments")
 
 
+def demo_cases(out: Path, log: Callable[[str], None]) -> None:
+    """The trained demo model's real outputs (see the module docstring), int8 like a converted model's."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from maskconver.converter.inference_graph import build_inference_fn
+    from maskconver.models.checkpoint import load_checkpoint
+    from maskconver.models.synthetic import render_synthetic_image
+
+    model = load_checkpoint(DEMO_CHECKPOINT)
+    size = tuple(model.config.input_size)
+    fn = build_inference_fn(model)
+    head = model.mask_head_arrays()
+    things = [int(t) for t in model.config.thing_ids]
+    settings = {"thing_ids": things, "stride": int(model.config.stride)}
+    for i, (name, args) in enumerate(
+        [
+            ("demo_int8", {}),
+            (
+                "demo_int8_grid",
+                {"output_size": [240, 320], "valid_size": [96, 128], "input_size": list(size), "mask_resolution": "grid"},
+            ),
+        ]
+    ):
+        image = render_synthetic_image(2024, i, size).image
+        out_t = fn(tf.constant(image[None]))
+        q_out, quant = {}, {}
+        for k in OUTPUT_NAMES:
+            q_out[k], quant[k] = quantize(np.asarray(out_t[k])[0], np.int8)
+        dec = write_case(out / name, q_out, head, quant, {**settings, **args})
+        log(f"{name}: {len(dec.proposal_classes)} proposals, {dec.num_segments} segments")
+
+
 def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], None] = print) -> list[str]:
     """Write the chosen case groups under ``out`` (each case folder replaced atomically); returns case names."""
     unknown = set(cases) - set(ALL_CASES)
@@ -550,6 +586,8 @@ def export(out: Path, cases: tuple[str, ...] = ALL_CASES, log: Callable[[str], N
             model_file_case(tmp, log)
         if "fuzz" in cases:
             fuzz_cases(tmp, log)
+        if "demo" in cases:
+            demo_cases(tmp, log)
         names = sorted(p.name for p in tmp.iterdir() if p.is_dir())
         for name in names:
             dest = out / name

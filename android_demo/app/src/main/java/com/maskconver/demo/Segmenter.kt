@@ -31,7 +31,8 @@ class FrameResult(val result: PanopticResult, val preMs: Double, val inferMs: Do
 class Segmenter private constructor(val model: ModelFile, val engine: Engine) : AutoCloseable {
     private val info = model.info
     private val interpreter: Interpreter = engine.interpreter
-    private val decoder = PanopticDecoder(model)
+    // the live app never reads the mask logits: the grid merge computes only the ones that can win a cell
+    private val decoder = PanopticDecoder(model).apply { keepMaskLogits = false }
     private val inputTensor: Tensor = interpreter.getInputTensorFromSignature(INPUT, SIGNATURE)
     private val input: ByteBuffer = ByteBuffer.allocateDirect(inputTensor.numBytes()).order(ByteOrder.nativeOrder())
     private val outBuffers = HashMap<String, ByteBuffer>()

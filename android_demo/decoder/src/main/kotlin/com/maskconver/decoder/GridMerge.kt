@@ -144,6 +144,15 @@ object GridMerge {
                 }
             }
         }
+        return result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
+    }
+
+    /** The merge's result from the cell winners, areas and per-proposal cell boxes (`cx1 < 0`: nothing won). */
+    internal fun result(
+        win: IntArray, maskArea: LongArray, origArea: LongArray, cx0: IntArray, cy0: IntArray, cx1: IntArray,
+        cy1: IntArray, gy: GridAxis, gx: GridAxis
+    ): GridMergeResult {
+        val k = maskArea.size
         val bx0 = IntArray(k)
         val by0 = IntArray(k)
         val bx1 = IntArray(k)

@@ -69,12 +69,22 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         if (settings.numProposals < 1) throw IllegalArgumentException("numProposals must be >= 1")
     }
 
+    /**
+     * Whether results carry [PanopticResult.maskLogits]. With `false` (what a live app wants) the `"grid"` merge
+     * computes only the logits it needs, skipping, per cell, every proposal whose score cannot beat the cell's
+     * best `p * score` so far ([gridMergePruned]); the label maps, segments and areas are the same, and
+     * `maskLogits` is empty. The other merges ignore it.
+     */
+    var keepMaskLogits: Boolean = true
+
     // scratch, grown on demand
     private var keys = FloatArray(0)
     private var heapV = FloatArray(0)
     private var heapI = IntArray(0)
     private var winner = IntArray(0)
     private var row = FloatArray(0)
+    private var skippedFrom = IntArray(0)
+    private var skippedAt = BooleanArray(0)
 
     constructor(model: ModelFile) : this(model.maskHead, model.info.thingTable(), model.info.decodeSettings())
 
@@ -195,6 +205,13 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         val smallArea = settings.smallAreaThreshold * axes.canvasArea / (settings.canvasHeight.toDouble() * settings.canvasWidth)
         val props = findProposals(heat)
         val k = props.size
+        if (factor == 1 && givenLogits == null && !keepMaskLogits) {
+            val m = gridMergePruned(feats, maskEmbeddings(center, props), k, props.score, gy, gx, smallArea)
+            val npix = gy.keep * gx.keep
+            if (winner.size < npix) winner = IntArray(npix)
+            if (k == 0) java.util.Arrays.fill(winner, 0, npix, 0) else GridMerge.paint(m.cellWinner, gy, gx, winner)
+            return assemble(props, FloatArray(0), gy.keep, gx.keep, m.maskArea, m.originalArea, m.bx0, m.by0, m.bx1, m.by1, smallArea)
+        }
         val logits = when {
             givenLogits != null -> {
                 if (givenLogits.size != gy.n * gx.n * k) throw IllegalArgumentException("given logits are not [${gy.n} * ${gx.n} * $k]")
@@ -419,42 +436,140 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         if (row.size < d) row = FloatArray(d)
         val r = row
         val f = feats.floats
-        var colSum: FloatArray? = null
-        if (f == null) {
-            colSum = FloatArray(k)
-            for (q in 0 until k) {
-                var s = 0.0
-                for (i in 0 until d) s += emb[q * d + i]
-                colSum[q] = s.toFloat()
-            }
-        }
+        val colSum = columnSums(feats, emb, k)
         for (p in 0 until hw) {
             val fb = (ys[p / xs.size] * feats.w + xs[p % xs.size]) * d
             if (f != null) System.arraycopy(f, fb, r, 0, d) else for (i in 0 until d) r[i] = feats.code(fb + i).toFloat()
             val ob = p * k
-            for (q in 0 until k) {
-                val eb = q * d
-                var s0 = 0f
-                var s1 = 0f
-                var s2 = 0f
-                var s3 = 0f
-                var i = 0
-                while (i + 3 < d) {
-                    s0 += r[i] * emb[eb + i]
-                    s1 += r[i + 1] * emb[eb + i + 1]
-                    s2 += r[i + 2] * emb[eb + i + 2]
-                    s3 += r[i + 3] * emb[eb + i + 3]
-                    i += 4
-                }
-                while (i < d) {
-                    s0 += r[i] * emb[eb + i]
-                    i++
-                }
-                val dot = (s0 + s1) + (s2 + s3)
-                out[ob + q] = if (colSum == null) dot else (dot - feats.zeroPoint * colSum[q]) * feats.scale
-            }
+            for (q in 0 until k) out[ob + q] = logitOf(r, emb, q, d, colSum, feats)
         }
         return out
+    }
+
+    /** Column sums of the embeddings `[K]` for quantised features (the zero-point term), else null. */
+    private fun columnSums(feats: FeatureMap, emb: FloatArray, k: Int): FloatArray? {
+        if (feats.floats != null) return null
+        val d = feats.c
+        return FloatArray(k) { q ->
+            var s = 0.0
+            for (i in 0 until d) s += emb[q * d + i]
+            s.toFloat()
+        }
+    }
+
+    /** The mask logit of proposal [q] at a cell whose features are [r] `[D]` (as floats): [maskLogits]' arithmetic. */
+    private fun logitOf(r: FloatArray, emb: FloatArray, q: Int, d: Int, colSum: FloatArray?, feats: FeatureMap): Float {
+        val eb = q * d
+        var s0 = 0f
+        var s1 = 0f
+        var s2 = 0f
+        var s3 = 0f
+        var i = 0
+        while (i + 3 < d) {
+            s0 += r[i] * emb[eb + i]
+            s1 += r[i + 1] * emb[eb + i + 1]
+            s2 += r[i + 2] * emb[eb + i + 2]
+            s3 += r[i + 3] * emb[eb + i + 3]
+            i += 4
+        }
+        while (i < d) {
+            s0 += r[i] * emb[eb + i]
+            i++
+        }
+        val dot = (s0 + s1) + (s2 + s3)
+        return if (colSum == null) dot else (dot - feats.zeroPoint * colSum[q]) * feats.scale
+    }
+
+    /**
+     * [GridMerge.merge] of the used cells straight from the mask features, computing a logit only where it can
+     * matter (the Python `merge_grid_pruned`, pruned per cell): going down the proposals of a cell, one whose
+     * score is at most the cell's best `p * score` so far is skipped, since `p <= 1` (also in float32) so its
+     * product cannot beat it, and an earlier proposal wins a tie. `count(p > 0.5)` is counted on the logits
+     * computed, and completed on the skipped cells only for the proposals whose won area passes [smallArea]
+     * (the others are dropped whatever it is). Every logit computed is [maskLogits]' own float, so the result
+     * is the full merge's.
+     */
+    private fun gridMergePruned(
+        feats: FeatureMap, emb: FloatArray, k: Int, scores: FloatArray, gy: GridAxis, gx: GridAxis, smallArea: Double
+    ): GridMergeResult {
+        val ny = gy.n
+        val nx = gx.n
+        val d = feats.c
+        val win = IntArray(ny * nx)
+        val maskArea = LongArray(k)
+        val origArea = LongArray(k)
+        val cx0 = IntArray(k) { nx }
+        val cy0 = IntArray(k) { ny }
+        val cx1 = IntArray(k) { -1 }
+        val cy1 = IntArray(k) { -1 }
+        if (k == 0) return GridMerge.result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
+        if (row.size < d) row = FloatArray(d)
+        val r = row
+        val f = feats.floats
+        val colSum = columnSums(feats, emb, k)
+        // per cell, the first proposal skipped (k: none); proposals from it on were skipped or computed
+        if (skippedFrom.size < ny * nx) skippedFrom = IntArray(ny * nx)
+        if (skippedAt.size < ny * nx * k) skippedAt = BooleanArray(ny * nx * k)
+        val from = skippedFrom
+        val skipped = skippedAt
+        for (j in 0 until ny) {
+            val wy = gy.count[j].toLong()
+            for (i in 0 until nx) {
+                val cell = j * nx + i
+                val weight = wy * gx.count[i]
+                val fb = (gy.cells[j] * feats.w + gx.cells[i]) * d
+                if (f != null) System.arraycopy(f, fb, r, 0, d) else for (t in 0 until d) r[t] = feats.code(fb + t).toFloat()
+                var best = 0
+                var bestP = -1f
+                var first = k
+                val sb = cell * k
+                for (q in 0 until k) {
+                    if (q > 0 && scores[q] <= bestP) {  // p * score <= score <= best: cannot win
+                        if (first == k) first = q
+                        skipped[sb + q] = true
+                        continue
+                    }
+                    skipped[sb + q] = false
+                    val p = sigmoid(logitOf(r, emb, q, d, colSum, feats))
+                    if (p > 0.5f) origArea[q] += weight
+                    val v = p * scores[q]
+                    if (q == 0 || v > bestP) {
+                        best = q
+                        bestP = v
+                    }
+                }
+                from[cell] = first
+                win[cell] = best
+                maskArea[best] += weight
+                if (i < cx0[best]) cx0[best] = i
+                if (i > cx1[best]) cx1[best] = i
+                if (j < cy0[best]) cy0[best] = j
+                if (j > cy1[best]) cy1[best] = j
+            }
+        }
+        // complete count(p > 0.5) on the skipped cells of the proposals the keep test will look at
+        var lo = k
+        for (q in 0 until k) if (maskArea[q].toDouble() > smallArea) { lo = q; break }
+        if (lo < k) {
+            for (j in 0 until ny) {
+                val wy = gy.count[j].toLong()
+                for (i in 0 until nx) {
+                    val cell = j * nx + i
+                    val sb = cell * k
+                    var loaded = false
+                    for (q in maxOf(from[cell], lo) until k) {
+                        if (!skipped[sb + q] || !(maskArea[q].toDouble() > smallArea)) continue
+                        if (!loaded) {
+                            val fb = (gy.cells[j] * feats.w + gx.cells[i]) * d
+                            if (f != null) System.arraycopy(f, fb, r, 0, d) else for (t in 0 until d) r[t] = feats.code(fb + t).toFloat()
+                            loaded = true
+                        }
+                        if (sigmoid(logitOf(r, emb, q, d, colSum, feats)) > 0.5f) origArea[q] += wy * gx.count[i]
+                    }
+                }
+            }
+        }
+        return GridMerge.result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
     }
 
     // -----------------------------------------------------------------------------------------------------

@@ -477,6 +477,8 @@ fun bench(cases: List<File>, n: Int) {
         val feats = c.map("mask_features")
         val maps = listOf(heat, center, feats)
         val r0 = c.run(dec = dec, maps = maps)
+        val pruned = c.decoder()
+        pruned.keepMaskLogits = false
         val times = Array(4 + GridMerge.MODES.size) { DoubleArray(n) }
         for (rep in -5 until n) {
             val t0 = System.nanoTime()
@@ -496,9 +498,13 @@ fun bench(cases: List<File>, n: Int) {
                 c.run(mode = mode, dec = dec, maps = maps)
                 if (rep >= 0) times[3 + m][rep] = (System.nanoTime() - s) / 1e6
             }
+            val s = System.nanoTime()
+            c.run(mode = "grid", dec = pruned, maps = maps)
+            if (rep >= 0) times[3 + GridMerge.MODES.size][rep] = (System.nanoTime() - s) / 1e6
         }
         val med = times.map { it.sorted()[n / 2] }
-        val modes = GridMerge.MODES.withIndex().joinToString(", ") { "%s %.2f ms".format(it.value, med[3 + it.index]) }
+        val modes = GridMerge.MODES.withIndex().joinToString(", ") { "%s %.2f ms".format(it.value, med[3 + it.index]) } +
+            ", grid without mask logits %.2f ms".format(med[3 + GridMerge.MODES.size])
         println(
             "bench ${dir.name} (${r0.height}x${r0.width}, K=${r0.numProposals}): peaks+top-K %.2f ms, mask head %.2f ms, mask logits %.2f ms; whole decode: %s (median of $n)"
                 .format(med[0], med[1], med[2], modes)
@@ -544,6 +550,21 @@ fun main(args: Array<String>) {
             outDir?.let { writeResult(File(it, "${dir.name}.merge.npz"), r) }
             val ties = compare(r, case.expected, case.geometry(), false)
             if (ties > 0) println("     $ties pixels went the other way in float32 ties")
+        }
+        // 3. the grid merge that computes only the logits it needs: the same labels, areas and segments
+        Runner.check("${dir.name}: grid merge without mask logits (pruned per cell) = with them") {
+            val a = case.run(mode = "grid")
+            val dec = case.decoder()
+            dec.keepMaskLogits = false
+            val b = case.run(mode = "grid", dec = dec)
+            require(b.maskLogits.isEmpty() && (a.numProposals == 0 || a.maskLogits.isNotEmpty())) { "mask logits kept / dropped wrongly" }
+            require(a.categoryMask.contentEquals(b.categoryMask) && a.instanceMask.contentEquals(b.instanceMask)) { "label maps differ" }
+            require(a.winner.contentEquals(b.winner) && a.proposalArea.contentEquals(b.proposalArea)) { "winners differ" }
+            require(
+                a.segmentCategory.contentEquals(b.segmentCategory) && a.segmentInstance.contentEquals(b.segmentInstance) &&
+                    a.segmentArea.contentEquals(b.segmentArea) && a.segmentBbox.contentEquals(b.segmentBbox) &&
+                    a.segmentScore.contentEquals(b.segmentScore) && a.proposalSegment.contentEquals(b.proposalSegment)
+            ) { "segments differ" }
         }
         // 2. end to end
         Runner.check("${dir.name}: end to end (${case.meta.optInt("num_segments")} segments)") {
