@@ -95,20 +95,15 @@ def merge_grid(
     gx: GridAxis,
     small_area: float,
     overlap: float,
-    negated: bool = False,
 ) -> MergeResult:
     """Merge on the grid. ``logits [gy.n, gx.n, K]`` float32 (the used cells only, best proposal first),
     ``scores [K]`` -> :class:`MergeResult` at ``[gy.size, gx.size]`` output pixels, with the winner map and
-    label maps expanded by repeating each cell over its pixels. ``negated``: ``logits`` holds the negated
-    logits (the sigmoid's first step, e.g. ``offset - raw`` for ``raw - offset``) and is overwritten."""
+    label maps expanded by repeating each cell over its pixels."""
     k = logits.shape[-1]
     if k == 0:
         return _empty(gy.size, gx.size)
     weight, weight_row = _cell_weights(gy, gx)
-    if negated:
-        p = sigmoid32_of_negated(logits).reshape(-1, k)
-    else:
-        p = sigmoid32(logits).reshape(-1, k)  # [cells, K] (a new array: logits are left as they are)
+    p = sigmoid32(logits).reshape(-1, k)  # [cells, K] (a new array: logits are left as they are)
     # count(p > 0.5) in output pixels as one matrix product (exact, see _cell_weights); the comparison
     # writes its 0/1 straight into the product's dtype
     positive = np.greater(p, np.float32(0.5), out=np.empty(p.shape, weight_row.dtype))
