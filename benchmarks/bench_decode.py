@@ -222,3 +222,64 @@ def test_merge_golden_logits(benchmark, size, merge):
     benchmark.group = f"stages {size}"
     res = benchmark(merge, logits, g["confidence"][0], py, px, 256.0, 0.7)
     assert res.kept.sum() > 5
+
+
+DEMO_GRID_CASE = (
+    Path(__file__).resolve().parents[1] / "android_demo/decoder/src/test/resources/golden/demo_int8_grid"
+)
+
+
+def _trained_grid_case() -> tuple:
+    """The trained demo model's int8 outputs on a synthetic scene (the committed Kotlin golden case
+    ``demo_int8_grid``: 50 proposals, a few confident and a long weak tail) at the grid merge's inputs:
+    ``(features [cells, D], emb [K, D + 1], offset [K] | None, scores [K], gy, gx, small_area, overlap)``."""
+    import json
+
+    from maskconver.runtime.decode import _find_proposals, _folded_embeddings, plan_decode
+
+    inp = dict(np.load(DEMO_GRID_CASE / "inputs.npz"))
+    head = dict(np.load(DEMO_GRID_CASE / "mask_head.npz"))
+    meta = json.loads((DEMO_GRID_CASE / "case.json").read_text())
+    args = dict(meta["args"])
+    # heatmap -> heatmap_quant, center_embeddings -> center_quant, mask_features -> mask_quant
+    args.update({f"{k.split('_')[0]}_quant": tuple(v) for k, v in meta["quant"].items()})
+    for k in ("output_size", "valid_size", "input_size", "thing_ids"):
+        if k in args:
+            args[k] = tuple(args[k])
+    heat, center, feats = inp["heatmap"], inp["center_embeddings"], inp["mask_features"]
+    plan = plan_decode(heat, center, feats, head, **args)
+    props = _find_proposals(heat, plan.peaks)
+    d = center.shape[2]
+    emb = _folded_embeddings(plan.head, center.reshape(-1, d).take(props.pixel, axis=0), props.classes)
+    gy, gx = plan.axes
+    cells = feats if plan.cells is None else feats[plan.cells[0]][:, plan.cells[1]]
+    features = cells.astype(np.float32).reshape(-1, d)
+    offset = emb[:, d].copy() if plan.head.mask_zero_point else None
+    return features, emb, offset, props.scores, gy, gx, plan.small_area, plan.overlap
+
+
+@pytest.mark.parametrize("merge", ["all logits", "pruned"])
+def test_grid_merge_trained_demo(benchmark, merge):
+    """The grid merge on a trained model's outputs: the mask-logit product of all 50 proposals and
+    ``merge_grid``, against ``merge_grid_pruned`` (what ``mask_resolution="grid"`` runs), which multiplies out
+    only the proposals that can win a cell. Same winners and areas."""
+    from maskconver.runtime.grid_merge import merge_grid, merge_grid_pruned
+
+    if not DEMO_GRID_CASE.exists():
+        pytest.skip(f"{DEMO_GRID_CASE} not found")
+    features, emb, offset, scores, gy, gx, small, overlap = _trained_grid_case()
+    d = features.shape[1]
+
+    def plain():
+        logits = features @ emb[:, :d].T
+        if offset is not None:
+            logits -= offset
+        return merge_grid(logits.reshape(gy.n, gx.n, -1), scores, gy, gx, small, overlap)
+
+    def pruned():
+        return merge_grid_pruned(features, emb, offset, scores, gy, gx, small, overlap)
+
+    benchmark.group = "grid merge, trained demo model"
+    res = benchmark(plain if merge == "all logits" else pruned)
+    want = plain()
+    assert np.array_equal(res.mask_area, want.mask_area) and np.array_equal(res.kept, want.kept)
