@@ -192,19 +192,7 @@ def test_pruned_grid_merge_without_proposals():
 @pytest.mark.parametrize("quantised", [False, True])
 def test_grid_decode_without_proposals(quantised):
     """No heatmap value passes the threshold: empty maps and segments, and [ny, nx, 0] mask logits."""
-    rng = np.random.default_rng(4)
-    heat = np.full((6, 7, 3), -9.0, np.float32)
-    center = rng.normal(size=(6, 7, 4)).astype(np.float32)
-    feats = rng.normal(size=(6, 7, 4)).astype(np.float32)
-    head = {
-        "class_embeddings": np.ones((3, 4), np.float32),
-        "mlp_dense0_kernel": np.eye(4, dtype=np.float32),
-        "mlp_dense0_bias": np.zeros(4, np.float32),
-        "mlp_norm_gamma": np.ones(4, np.float32),
-        "mlp_norm_beta": np.zeros(4, np.float32),
-        "mlp_dense1_kernel": np.eye(4, dtype=np.float32),
-        "mlp_dense1_bias": np.zeros(4, np.float32),
-    }
+    head, heat, center, feats = _random_outputs(np.random.default_rng(4), 6, 7, 3, 4, -30.0)
     kw: dict = dict(output_size=(40, 50), mask_resolution="grid")
     if quantised:
         heat, feats = np.full(heat.shape, -128, np.int8), np.zeros(feats.shape, np.int8)

@@ -37,6 +37,52 @@ class GridAxis(val gridCells: Int, val canvas: Int, val keep: Int) {
     }
 }
 
+/**
+ * A grid merge as it runs over the used cells of [gy] x [gx] with [k] proposals: each cell's winner, and per
+ * proposal the output pixels won, `count(p > 0.5)` in output pixels ([origArea], filled by the merge) and the
+ * box of the cells won.
+ */
+internal class GridTally(k: Int, private val gy: GridAxis, private val gx: GridAxis) {
+    val win = IntArray(gy.n * gx.n)
+    val maskArea = LongArray(k)
+    val origArea = LongArray(k)
+    private val cx0 = IntArray(k) { gx.n }
+    private val cy0 = IntArray(k) { gy.n }
+    private val cx1 = IntArray(k) { -1 }
+    private val cy1 = IntArray(k) { -1 }
+
+    /** Cell ([j], [i]), covering [weight] output pixels, goes to proposal [best]. */
+    fun won(j: Int, i: Int, best: Int, weight: Long) {
+        win[j * gx.n + i] = best
+        maskArea[best] += weight
+        if (i < cx0[best]) cx0[best] = i
+        if (i > cx1[best]) cx1[best] = i
+        if (j < cy0[best]) cy0[best] = j
+        if (j > cy1[best]) cy1[best] = j
+    }
+
+    /** The merge's result: boxes in output pixels (`bx0 = width`, `by0 = height`, `bx1 = by1 = 0` where nothing won). */
+    fun result(): GridMergeResult {
+        val k = maskArea.size
+        val bx0 = IntArray(k)
+        val by0 = IntArray(k)
+        val bx1 = IntArray(k)
+        val by1 = IntArray(k)
+        for (q in 0 until k) {
+            if (cx1[q] < 0) {
+                bx0[q] = gx.keep
+                by0[q] = gy.keep
+                continue
+            }
+            bx0[q] = gx.start[cx0[q]]
+            by0[q] = gy.start[cy0[q]]
+            bx1[q] = gx.start[cx1[q]] + gx.count[cx1[q]]
+            by1[q] = gy.start[cy1[q]] + gy.count[cy1[q]]
+        }
+        return GridMergeResult(win, maskArea, origArea, bx0, by0, bx1, by1)
+    }
+}
+
 /** Per-proposal outcome of [GridMerge.merge]: areas in output pixels and boxes `[x0, x1) x [y0, y1)`. */
 class GridMergeResult(
     val cellWinner: IntArray,
@@ -109,17 +155,10 @@ object GridMerge {
      * its cells in output pixels (`bx0 = width`, `by0 = height`, `bx1 = by1 = 0` where nothing won).
      */
     fun merge(logits: FloatArray, k: Int, scores: FloatArray, gy: GridAxis, gx: GridAxis): GridMergeResult {
-        val ny = gy.n
         val nx = gx.n
-        val win = IntArray(ny * nx)
-        val maskArea = LongArray(k)
-        val origArea = LongArray(k)
-        val cx0 = IntArray(k) { nx }
-        val cy0 = IntArray(k) { ny }
-        val cx1 = IntArray(k) { -1 }
-        val cy1 = IntArray(k) { -1 }
+        val tally = GridTally(k, gy, gx)
         if (k > 0) {
-            for (j in 0 until ny) {
+            for (j in 0 until gy.n) {
                 val wy = gy.count[j].toLong()
                 for (i in 0 until nx) {
                     val weight = wy * gx.count[i]
@@ -128,47 +167,18 @@ object GridMerge {
                     var bestP = -1f
                     for (q in 0 until k) {
                         val p = PanopticDecoder.sigmoid(logits[base + q])
-                        if (p > 0.5f) origArea[q] += weight
+                        if (p > 0.5f) tally.origArea[q] += weight
                         val v = p * scores[q]
                         if (q == 0 || v > bestP) {
                             best = q
                             bestP = v
                         }
                     }
-                    win[j * nx + i] = best
-                    maskArea[best] += weight
-                    if (i < cx0[best]) cx0[best] = i
-                    if (i > cx1[best]) cx1[best] = i
-                    if (j < cy0[best]) cy0[best] = j
-                    if (j > cy1[best]) cy1[best] = j
+                    tally.won(j, i, best, weight)
                 }
             }
         }
-        return result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
-    }
-
-    /** The merge's result from the cell winners, areas and per-proposal cell boxes (`cx1 < 0`: nothing won). */
-    internal fun result(
-        win: IntArray, maskArea: LongArray, origArea: LongArray, cx0: IntArray, cy0: IntArray, cx1: IntArray,
-        cy1: IntArray, gy: GridAxis, gx: GridAxis
-    ): GridMergeResult {
-        val k = maskArea.size
-        val bx0 = IntArray(k)
-        val by0 = IntArray(k)
-        val bx1 = IntArray(k)
-        val by1 = IntArray(k)
-        for (q in 0 until k) {
-            if (cx1[q] < 0) {
-                bx0[q] = gx.keep
-                by0[q] = gy.keep
-                continue
-            }
-            bx0[q] = gx.start[cx0[q]]
-            by0[q] = gy.start[cy0[q]]
-            bx1[q] = gx.start[cx1[q]] + gx.count[cx1[q]]
-            by1[q] = gy.start[cy1[q]] + gy.count[cy1[q]]
-        }
-        return GridMergeResult(win, maskArea, origArea, bx0, by0, bx1, by1)
+        return tally.result()
     }
 
     /** Expand cell winners `[gy.n * gx.n]` to output pixels `[gy.keep * gx.keep]` into [out]. */

@@ -495,14 +495,10 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         val ny = gy.n
         val nx = gx.n
         val d = feats.c
-        val win = IntArray(ny * nx)
-        val maskArea = LongArray(k)
-        val origArea = LongArray(k)
-        val cx0 = IntArray(k) { nx }
-        val cy0 = IntArray(k) { ny }
-        val cx1 = IntArray(k) { -1 }
-        val cy1 = IntArray(k) { -1 }
-        if (k == 0) return GridMerge.result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
+        val tally = GridTally(k, gy, gx)
+        if (k == 0) return tally.result()
+        val maskArea = tally.maskArea
+        val origArea = tally.origArea
         if (row.size < d) row = FloatArray(d)
         val r = row
         val f = feats.floats
@@ -539,12 +535,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                     }
                 }
                 from[cell] = first
-                win[cell] = best
-                maskArea[best] += weight
-                if (i < cx0[best]) cx0[best] = i
-                if (i > cx1[best]) cx1[best] = i
-                if (j < cy0[best]) cy0[best] = j
-                if (j > cy1[best]) cy1[best] = j
+                tally.won(j, i, best, weight)
             }
         }
         // complete count(p > 0.5) on the skipped cells of the proposals the keep test will look at
@@ -569,7 +560,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                 }
             }
         }
-        return GridMerge.result(win, maskArea, origArea, cx0, cy0, cx1, cy1, gy, gx)
+        return tally.result()
     }
 
     // -----------------------------------------------------------------------------------------------------
