@@ -608,41 +608,29 @@ def size_targets(rows: dict[str, dict[str, Any]], ratios: dict[str, float | None
     out: list[dict[str, Any]] = []
     value = ratios.get("int8_lowered_over_fp32_inference")
     if value is not None:
-        out.append(
-            {
-                "name": "lowered int8 / fp32 inference",
-                "value": value,
-                "limit": f"<= {TARGET_LOWERED_OVER_FP32}",
-            }
-        )
-        out[-1]["met"] = value <= TARGET_LOWERED_OVER_FP32
+        limit = f"<= {TARGET_LOWERED_OVER_FP32}"
+        out.append(_target("lowered int8 / fp32 inference", value, limit, value <= TARGET_LOWERED_OVER_FP32))
     if lo is None:
         return out
     pct = lo.get("percent_int8_peak")
     if pct is not None:
-        out.append({"name": "lowered int8, % of the int8 peak", "value": pct, "limit": ">= 33.3 (within 3x)"})
-        out[-1]["met"] = pct >= TARGET_PERCENT_OF_PEAK
+        name = "lowered int8, % of the int8 peak"
+        out.append(_target(name, pct, ">= 33.3 (within 3x)", pct >= TARGET_PERCENT_OF_PEAK))
     ratio = lo["decode_over_inference"]
+    limit = f"<= {TARGET_DECODE_OVER_INFERENCE}"
     out.append(
-        {
-            "name": "decode / lowered int8 inference",
-            "value": ratio,
-            "limit": f"<= {TARGET_DECODE_OVER_INFERENCE}",
-        }
+        _target("decode / lowered int8 inference", ratio, limit, ratio <= TARGET_DECODE_OVER_INFERENCE)
     )
-    out[-1]["met"] = ratio <= TARGET_DECODE_OVER_INFERENCE
     inf = lo["inference"]
     spread = inf["round_median_max"] / inf["round_median_min"] - 1.0 if inf["round_median_min"] > 0 else 0.0
     if spread > NOISY_ROUND_SPREAD:
-        out.append(
-            {
-                "name": "noisy run: lowered int8 round medians spread",
-                "value": spread,
-                "limit": None,
-                "met": None,
-            }
-        )
+        out.append(_target("noisy run: lowered int8 round medians spread", spread, None, None))
     return out
+
+
+def _target(name: str, value: float, limit: str | None, met: bool | None) -> dict[str, Any]:
+    """One entry of :func:`size_targets` (``limit`` and ``met`` None: informational)."""
+    return {"name": name, "value": value, "limit": limit, "met": met}
 
 
 def _target_lines(targets: list[dict[str, Any]]) -> list[str]:

@@ -74,9 +74,8 @@ def check_image_layout(image: Any, color: str = "rgb") -> np.ndarray:
         raise ValueError("image is None (a failed cv2.imread returns None); check the file path")
     mode = getattr(image, "mode", None)
     if isinstance(mode, str) and mode not in _PIL_ARRAY_MODES and callable(getattr(image, "convert", None)):
-        image = image.convert(
-            "RGB"
-        )  # a PIL palette / CMYK / YCbCr / LA / bilevel image: its colours, not codes
+        # a PIL palette / CMYK / YCbCr / LA / bilevel image: its colours, not codes
+        image = image.convert("RGB")
     arr = np.asarray(image)
     if arr.ndim == 4 and arr.shape[0] == 1:
         raise ValueError(

@@ -570,7 +570,7 @@ class _Timestamps:
         self.last: float | None = None
 
     def check(self, timestamp_ms: float, commit: bool = True) -> None:
-        """Raise unless ``timestamp_ms`` is a finite number above the last committed one; ``commit`` records it."""
+        """Raise unless ``timestamp_ms`` is a finite number above the last recorded one; ``commit`` records it."""
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int | float | np.number):
             raise TypeError(
                 f"timestamp_ms must be a number of milliseconds, got {type(timestamp_ms).__name__}"
@@ -602,7 +602,7 @@ class VideoSegmenter:
         is refused, e.g. an empty image, does not use up its timestamp)."""
         self._ts.check(timestamp_ms, commit=False)
         result = self.segmenter.segment(frame, color=self.color)
-        self._ts.check(timestamp_ms)
+        self._ts.last = float(timestamp_ms)  # checked above; recorded once the frame was taken
         return result
 
     def close(self) -> None:
@@ -686,9 +686,8 @@ class LiveSegmenter:
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Event()
         self._idle.set()
-        self._keep: list = [
-            None
-        ]  # self, from an accepted frame until its callback has run (see _live_worker)
+        # self, from an accepted frame until its callback has run (see _live_worker)
+        self._keep: list = [None]
         # the worker holds this object only while it handles a frame: one nobody references any more is
         # collected even if it was never closed, and its worker then ends (within _LIVE_POLL_S)
         self._thread = threading.Thread(
