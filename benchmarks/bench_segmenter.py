@@ -152,3 +152,44 @@ def test_decode_cache(benchmark, models, image, cache, mask_resolution):
         seg.close()
     assert result.category_mask.shape == image.shape[:2]
     benchmark.extra_info.update(model=models[0].name, cache=cache, segments=len(result.segments))
+
+
+@pytest.mark.parametrize("work", ["inference", "decode", "floor"])
+def test_decode_floor(benchmark, models, image, work):
+    """Issue #5's decode budget against NumPy's floor, in one run: ``inference`` (the interpreter alone),
+    ``decode`` (``decode_planned``, the grid path) and ``floor`` (:func:`minimal_grid_decode
+    <maskconver.benchmarks.decode_floor.minimal_grid_decode>`: the same NumPy work with nothing else), the
+    two decodes timed right after an inference. ``floor / inference`` is the least ``decode / inference``
+    any NumPy decoder reaches on this machine. Needs a one-byte integer model (the int8 demo model)."""
+    from maskconver.benchmarks.decode_floor import minimal_grid_decode
+    from maskconver.runtime.decode import decode_planned
+    from maskconver.runtime.model_info import OUTPUT_NAMES
+    from maskconver.runtime.preprocess import letterbox, model_input
+    from maskconver.runtime.segmenter import Segmenter
+
+    seg = Segmenter(
+        models[0], num_threads=int(os.environ.get("MASKCONVER_BENCH_THREADS", "2")), mask_resolution="grid"
+    )
+    try:
+        seg.warmup(2)
+        seg.segment(image)
+        (plan,) = [p for p in seg._plans.values() if p.output_size == image.shape[:2]]
+        try:
+            floor = minimal_grid_decode(plan)
+        except ValueError as e:
+            pytest.skip(str(e))
+        benchmark.group = f"decode floor {models[0].name}"
+
+        def outputs():  # the setup of a decode round: preprocess and inference, untimed
+            outs = seg._start(image).outputs
+            return tuple(outs[name][0] for name in OUTPUT_NAMES), {}
+
+        if work == "inference":
+            canvas, _, _ = letterbox(image, tuple(seg.info.input_size), tuple(seg.info.pad_value))
+            benchmark.pedantic(seg._run, args=(model_input(canvas, seg.info),), rounds=200, warmup_rounds=5)
+        else:
+            fn = floor if work == "floor" else (lambda *a: decode_planned(plan, *a))
+            benchmark.pedantic(fn, setup=outputs, rounds=200, warmup_rounds=5)
+    finally:
+        seg.close()
+    benchmark.extra_info.update(model=models[0].name, work=work)
