@@ -566,6 +566,40 @@ def _check_grid_logits(
     _check_mask_logits(logits())
 
 
+def mask_embedding_bound(head: FoldedHead, center_dtype: np.dtype) -> float:
+    """An upper bound on ``|emb|`` of :func:`_folded_embeddings` for any codes of integer centre embeddings of
+    ``center_dtype`` (``inf`` for float ones, or when the bound is not far below float32's range). In float64
+    through the folded head: ``|x| <= max|q - zp| * max|class embedding|``, ``|y| <= |x| @ |W0| + |b0|``;
+    LayerNorm leaves ``|y / sqrt(sum y^2 + eps)| <= 1`` (plus float32 rounding, taken as 0.1%), so ``|emb| <=
+    (|gamma| + |beta|) @ |W1| + |b1|``, with 1% more for the rounding of the float32 sums. A NaN or inf
+    weight gives ``inf``."""
+    if center_dtype.kind not in "iu":
+        return math.inf
+    info = np.iinfo(center_dtype)
+    zp = head.center_zero_point
+    q = max(abs(info.min - zp), abs(info.max - zp))
+    with np.errstate(all="ignore"):
+        x = q * np.abs(head.class_embeddings.astype(np.float64)).max(axis=0, initial=0.0)  # [D]
+        y = x @ np.abs(head.w0.astype(np.float64)) + np.abs(head.b0)  # [H]
+        z = 1.001 * np.abs(head.gamma.astype(np.float64)) + np.abs(head.beta)  # [H]
+        emb = z @ np.abs(head.w1.astype(np.float64)) + np.abs(head.b1)  # [D + 1]
+        y_top = float(y.max(initial=0.0))
+        top = 1.01 * float(emb.max(initial=0.0))
+    # the sum of squares of y stays finite too, and NaN fails both comparisons
+    return top if y_top * y_top * y.shape[0] < 1e30 and top < 1e30 else math.inf
+
+
+def logits_proven_finite(head: FoldedHead, center_dtype: np.dtype, feature_bound: float | None) -> bool:
+    """Whether every mask logit is finite for any codes of integer centre embeddings of ``center_dtype`` and
+    integer mask features with ``|code| <= feature_bound`` (None: float features, never proven): the bound
+    of :func:`_check_grid_logits` holds for :func:`mask_embedding_bound`. A plan that proves it skips the
+    per-frame overflow checks of the mask logits."""
+    if feature_bound is None:
+        return False
+    top = mask_embedding_bound(head, center_dtype)
+    return 2.0 * top * (feature_bound * (head.w1.shape[1] - 1) + 1.0) < _FLOAT32_MAX
+
+
 class _LazyLogits:
     """The grid's mask logits ``[ny, nx, K]`` = ``features @ emb[:, :D]^T - offset`` (as the full path's
     :func:`_scaled_mask_logits`), computed when called: ``features [ny * nx, D]`` float32, ``emb [K, D + 1]``,
@@ -802,6 +836,8 @@ class DecodePlan:
     cells: tuple | None
     # the largest |value| of the mask features' integer dtype (None for float features)
     feature_bound: float | None
+    # logits_proven_finite for these dtypes and this head: no per-frame overflow check of the mask logits
+    finite_logits: bool
     method: str
     mask_dtype: np.dtype
 
@@ -875,11 +911,15 @@ def plan_decode(
     k = int(num_proposals)
     if k < 1:
         raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
+    head = fold_mask_head(mh, cq, mq)
+    feature_bound = (
+        None if feats.dtype.kind == "f" else float(max(-np.iinfo(feats.dtype).min, np.iinfo(feats.dtype).max))
+    )
     return DecodePlan(
         peaks=peak_setup(heat.shape, heat.dtype.str, k, float(object_mask_threshold), hq),
         shapes=(heat.shape, center.shape, feats.shape),
         dtypes=(heat.dtype, center.dtype, feats.dtype),
-        head=fold_mask_head(mh, cq, mq),
+        head=head,
         is_thing=is_thing,
         overlap=float(overlap_threshold),
         small_area=small_area,
@@ -887,9 +927,8 @@ def plan_decode(
         factor=factor,
         axes=(gy, gx) if grid else (py, px),
         cells=None if not grid or (gy.n, gx.n) == (h, w) else (gy.take(), gx.take()),
-        feature_bound=None
-        if feats.dtype.kind == "f"
-        else float(max(-np.iinfo(feats.dtype).min, np.iinfo(feats.dtype).max)),
+        feature_bound=feature_bound,
+        finite_logits=logits_proven_finite(head, center.dtype, feature_bound),
         method=method,
         mask_dtype=mask_dtype_for(mask_dtype, c, k),
     )
@@ -946,7 +985,8 @@ def decode_planned(
             features = cells.astype(np.float32).reshape(-1, d)
             offset = emb[:, d].copy() if plan.head.mask_zero_point else None
             logits = _LazyLogits(features, emb, offset, (gy.n, gx.n))
-            _check_grid_logits(emb, features, plan.feature_bound, logits)
+            if not plan.finite_logits:
+                _check_grid_logits(emb, features, plan.feature_bound, logits)
             clock.append(perf_counter())
             merge = merge_grid_pruned(features, emb, offset, props.scores, gy, gx, small_area, overlap)
         else:
@@ -955,7 +995,8 @@ def decode_planned(
                 py_g = axis_plan(h, h * factor, int(gy.cells[-1]) + 1)
                 px_g = axis_plan(w, w * factor, int(gx.cells[-1]) + 1)
                 logits = resize_bilinear(logits, py_g, px_g)[gy.take()][:, gx.take()]
-            _check_mask_logits(logits)
+            if not plan.finite_logits:
+                _check_mask_logits(logits)
             clock.append(perf_counter())
             if factor:
                 merge = merge_grid(logits, props.scores, gy, gx, small_area, overlap)
