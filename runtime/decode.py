@@ -110,7 +110,8 @@ class PanopticDecoding:
     :attr:`mask_logits`).
 
     ``timings``: wall-clock ms of the decode's stages, in pipeline order: ``peaks`` (peaks and top-K),
-    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product and the logits' finite check;
+    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product and the logits' finite check,
+    which a plan skips when it proves the logits finite, see :func:`logits_proven_finite`;
     with ``grid2x``/``grid4x`` also their bilinear upsampling; with ``grid`` only the float32 copy of the used
     cells' features, as the merge computes the logits of the proposals it scores), ``merge``, ``segments``
     (also leaving the BLAS thread setting), ``label_maps`` (the two masks). Input checks are not in any
@@ -274,6 +275,8 @@ def _check_quant(x: np.ndarray, quant, name: str, arg: str) -> tuple[float, floa
     scale, zero_point = float(quant[0]), float(quant[1])
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"{arg}: the scale must be a positive number, got {quant[0]!r}")
+    if not abs(zero_point) <= 1e6:  # TFLite's are codes of the dtype; NaN fails too
+        raise ValueError(f"{arg}: the zero point must be a finite number of code steps, got {quant[1]!r}")
     return scale, zero_point
 
 
@@ -571,8 +574,10 @@ def mask_embedding_bound(head: FoldedHead, center_dtype: np.dtype) -> float:
     ``center_dtype`` (``inf`` for float ones, or when the bound is not far below float32's range). In float64
     through the folded head: ``|x| <= max|q - zp| * max|class embedding|``, ``|y| <= |x| @ |W0| + |b0|``;
     LayerNorm leaves ``|y / sqrt(sum y^2 + eps)| <= 1`` (plus float32 rounding, taken as 0.1%), so ``|emb| <=
-    (|gamma| + |beta|) @ |W1| + |b1|``, with 1% more for the rounding of the float32 sums. A NaN or inf
-    weight gives ``inf``."""
+    (|gamma| + |beta|) @ |W1| + |b1|``, with 1% more for the rounding of the float32 sums and 1e-30 for
+    subnormal products (which round up by more). Every intermediate bound must stay far below float32's
+    largest value too: ``x`` itself (a zero row of the folded ``W0`` would hide an infinite ``x`` from the
+    bound of ``y``: ``inf * 0`` is NaN), ``y`` and its sum of squares. A NaN or inf weight gives ``inf``."""
     if center_dtype.kind not in "iu":
         return math.inf
     info = np.iinfo(center_dtype)
@@ -583,10 +588,11 @@ def mask_embedding_bound(head: FoldedHead, center_dtype: np.dtype) -> float:
         y = x @ np.abs(head.w0.astype(np.float64)) + np.abs(head.b0)  # [H]
         z = 1.001 * np.abs(head.gamma.astype(np.float64)) + np.abs(head.beta)  # [H]
         emb = z @ np.abs(head.w1.astype(np.float64)) + np.abs(head.b1)  # [D + 1]
+        x_top = float(x.max(initial=0.0))
         y_top = float(y.max(initial=0.0))
-        top = 1.01 * float(emb.max(initial=0.0))
-    # the sum of squares of y stays finite too, and NaN fails both comparisons
-    return top if y_top * y_top * y.shape[0] < 1e30 and top < 1e30 else math.inf
+        top = 1.01 * float(emb.max(initial=0.0)) + 1e-30
+    # NaN fails every comparison
+    return top if x_top < 1e30 and y_top * y_top * y.shape[0] < 1e30 and top < 1e30 else math.inf
 
 
 def logits_proven_finite(head: FoldedHead, center_dtype: np.dtype, feature_bound: float | None) -> bool:
@@ -806,7 +812,8 @@ def decode_panoptic(
 
     Raises:
         ValueError: bad shapes, dtypes or quantisation, or NaN/inf in a float output or the mask head
-            (the message names the array), or mask logits that overflow float32.
+            (the message names the array), or mask logits that overflow float32 (never for int8 / uint8
+            outputs whose mask head the plan proves small enough, see :func:`logits_proven_finite`).
     """
     # every keyword argument as given (locals() holds exactly the parameters here), to plan_decode
     settings = {k: v for k, v in locals().items() if k not in _OUTPUT_ARGUMENTS}
@@ -836,10 +843,10 @@ class DecodePlan:
     cells: tuple | None
     # the largest |value| of the mask features' integer dtype (None for float features)
     feature_bound: float | None
-    # logits_proven_finite for these dtypes and this head: no per-frame overflow check of the mask logits
-    finite_logits: bool
     method: str
     mask_dtype: np.dtype
+    # logits_proven_finite for these dtypes and this head: no per-frame overflow check of the mask logits
+    finite_logits: bool = False
 
 
 def plan_decode(

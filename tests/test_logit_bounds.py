@@ -104,3 +104,52 @@ def test_the_demo_model_skips_the_check(demo_model):
     seg = Segmenter(demo_model, mask_resolution="grid")
     seg.segment(np.zeros((64, 64, 3), np.uint8))
     assert [p.finite_logits for p in seg._plans.values()] == [True]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("mask_resolution", ["full", "grid", "grid2x", "grid4x"])
+def test_an_infinite_first_layer_input_is_not_proven(mask_resolution):
+    """Folding subtracts each W0 row's mean, so with one hidden unit the folded W0 is zero: the bound of y
+    is small although x = code * 3e36 is infinite in float32 (inf * 0 = NaN). The bound of x itself fails,
+    and the decode refuses the overflow as before."""
+    one = np.ones(1, np.float32)
+    head = {
+        "class_embeddings": np.full((2, 1), 3e36, np.float32),
+        "mlp_dense0_kernel": np.ones((1, 1), np.float32),
+        "mlp_dense0_bias": one,
+        "mlp_norm_gamma": one,
+        "mlp_norm_beta": one,
+        "mlp_dense1_kernel": np.ones((1, 1), np.float32),
+        "mlp_dense1_bias": one,
+    }
+    heat = np.full((4, 4, 2), -100, np.int8)
+    heat[1, 1, 1] = 100
+    center = np.full((4, 4, 1), -128, np.int8)
+    feats = np.ones((4, 4, 1), np.int8)
+    kwargs = {
+        "heatmap_quant": (0.1, 0),
+        "center_quant": (0.1, 0),
+        "mask_quant": (0.05, 0),
+        "mask_resolution": mask_resolution,
+    }
+    assert not plan_decode(heat, center, feats, head, **kwargs).finite_logits
+    with pytest.raises(ValueError, match="overflowed"):
+        decode_panoptic(heat, center, feats, head, **kwargs)
+
+
+@pytest.mark.parametrize("zero_point", [1e39, float("nan"), float("inf"), 2e6])
+def test_absurd_zero_points_are_refused(zero_point):
+    heat = np.zeros((2, 2, 2), np.int8)
+    center = feats = np.zeros((2, 2, 1), np.int8)
+    head = _head(np.random.default_rng(0), 2, 1, 1, 1.0)
+    with pytest.raises(ValueError, match="center_quant: the zero point must be a finite number"):
+        plan_decode(
+            heat,
+            center,
+            feats,
+            head,
+            heatmap_quant=(0.1, 0),
+            center_quant=(0.1, zero_point),
+            mask_quant=(0.1, 0),
+        )
