@@ -581,9 +581,9 @@ def mask_embedding_bound(head: FoldedHead, center_dtype: np.dtype) -> float:
     if center_dtype.kind not in "iu":
         return math.inf
     info = np.iinfo(center_dtype)
-    zp = head.center_zero_point
-    q = max(abs(info.min - zp), abs(info.max - zp))
     with np.errstate(all="ignore"):
+        zp = float(np.float32(head.center_zero_point))  # as _folded_embeddings subtracts it (inf if huge)
+        q = max(abs(info.min - zp), abs(info.max - zp))
         x = q * np.abs(head.class_embeddings.astype(np.float64)).max(axis=0, initial=0.0)  # [D]
         y = x @ np.abs(head.w0.astype(np.float64)) + np.abs(head.b0)  # [H]
         z = 1.001 * np.abs(head.gamma.astype(np.float64)) + np.abs(head.beta)  # [H]

@@ -153,3 +153,11 @@ def test_absurd_zero_points_are_refused(zero_point):
             center_quant=(0.1, zero_point),
             mask_quant=(0.1, 0),
         )
+
+
+def test_a_zero_point_beyond_float32_is_not_proven():
+    """``fold_mask_head`` called directly (``plan_decode`` refuses such zero points): the bound uses the
+    zero point as the float32 the decode subtracts, which is infinite here."""
+    head = fold_mask_head(_head(np.random.default_rng(3), 2, 3, 3, 1.0), (0.1, 1e39), (0.1, 0))
+    assert mask_embedding_bound(head, np.dtype(np.int8)) == math.inf
+    assert not logits_proven_finite(head, np.dtype(np.int8), 128.0)
