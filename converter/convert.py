@@ -274,11 +274,13 @@ def _convert(
         # The model-file contract fixes a uint8 raw-pixel input. Its conversion at the graph input (a uint8 -> int8
         # requantize in int8 models, a CAST in float ones) is the one op a delegate may leave on the CPU. It is an
         # I/O boundary op, reported as a performance note rather than a failure; every other op must be delegable.
+        # (It reads the graph input wherever it sits in the op order: fp16 models list their weights' DEQUANTIZEs
+        # first.)
         io_ops = [
             f
             for d in dele.delegates
             for f in dele.unsupported(d)
-            if f.op_index == 0 and f.op_name in ("QUANTIZE", "CAST")
+            if f.op_index in dele.input_ops and f.op_name in ("QUANTIZE", "CAST")
         ]
         blocking = {
             d: [str(f) for f in dele.unsupported(d) if f not in io_ops] + [str(f) for f in dele.forbidden]

@@ -67,6 +67,7 @@ class DelegateReport:
     forbidden: list[Finding] = field(default_factory=list)
     dynamic_tensors: list[str] = field(default_factory=list)
     delegates: dict[str, list[Finding]] = field(default_factory=dict)
+    input_ops: list[int] = field(default_factory=list)  # ops that read a graph input (the I/O boundary)
 
     def unsupported(self, delegate: str) -> list[Finding]:
         return [f for f in self.delegates.get(delegate, []) if f.severity == "unsupported"]
@@ -115,8 +116,25 @@ def _kernel_hw(op: OperatorInfo, sg: SubGraphInfo) -> tuple[int, int]:
     return (shape[1], shape[2]) if len(shape) == 4 else (1, 1)
 
 
-def _is_const(sg: SubGraphInfo, model: TFLiteModel, t: int) -> bool:
+def _has_data(sg: SubGraphInfo, model: TFLiteModel, t: int) -> bool:
     return t >= 0 and sg.tensors[t].buffer > 0 and model.buffers[sg.tensors[t].buffer].data_size > 0
+
+
+def _is_const(sg: SubGraphInfo, model: TFLiteModel, t: int) -> bool:
+    """A tensor with data in the file, or the float32 output of a DEQUANTIZE of such a FLOAT16 tensor: the
+    float16-weights pattern of ``--fp16`` models, which every delegate reads as constant weights (the GPU
+    delegate computes in float16 from them; XNNPACK and NNAPI dequantize them once, at delegation)."""
+    if _has_data(sg, model, t):
+        return True
+    if t < 0 or sg.tensors[t].type_name != "FLOAT32":
+        return False
+    return any(
+        op.op_name == "DEQUANTIZE"
+        and op.outputs[:1] == (t,)
+        and _dtype(sg, op.inputs[0]) == "FLOAT16"
+        and _has_data(sg, model, op.inputs[0])
+        for op in sg.operators
+    )
 
 
 def _act_simple(op: OperatorInfo, sg: SubGraphInfo, model: TFLiteModel) -> str | None:
@@ -394,6 +412,8 @@ def check_delegates(tflite_bytes: bytes, nnapi_api_level: int = 30, subgraph: in
         counts[op.op_name] = counts.get(op.op_name, 0) + 1
     report = DelegateReport(len(sg.operators), counts, delegates={d: [] for d in DELEGATES})
     report.dynamic_tensors = [t.name for t in sg.tensors if t.is_dynamic]
+    graph_inputs = set(sg.inputs)
+    report.input_ops = [op.index for op in sg.operators if graph_inputs.intersection(op.inputs)]
     if len(model.subgraphs) > 1:
         report.forbidden.append(
             Finding(

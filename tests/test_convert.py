@@ -246,3 +246,27 @@ def test_the_lowering_tensors_get_fitted_int8_ranges_and_nothing_else_changes(in
             assert b.quantization.scale[0] < a.quantization.scale[0]
             assert -128 <= b.quantization.zero_point[0] <= 127
     assert len(moved) == record["narrowed"] and all(n.startswith("mclowered_") for n in moved)
+
+
+def test_fp16_model_converts_and_runs(nano_ckpt, tmp_path):
+    """``--fp16``: float16 weights behind DEQUANTIZE ops count as constant weights for every delegate, and the
+    input CAST is the I/O boundary wherever it sits in the op order; the model agrees with fp32 in LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    report = convert(nano_ckpt, None, tmp_path / "fp16", ConvertOptions(quantization="fp16", progress=False))
+    d = report["delegates"]
+    assert d["ok"] and not any(d["per_delegate"].values())
+    assert report["ops"]["DEQUANTIZE"] > 50  # the float16 weights
+    assert all(any("CAST" in w for w in d["perf_warnings"][k]) for k in ("gpu", "nnapi", "xnnpack"))
+    convert(nano_ckpt, None, tmp_path / "fp32", ConvertOptions(quantization="fp32", progress=False))
+    img = np.random.default_rng(3).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    outs = []
+    for mode in ("fp16", "fp32"):
+        interp = Interpreter(model_path=str(tmp_path / mode / f"{NAME}_{mode}.tflite"))
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], img)
+        interp.invoke()
+        outs.append({o["name"]: interp.get_tensor(o["index"]) for o in interp.get_output_details()})
+    for name, a in outs[1].items():
+        b = outs[0][name]
+        assert b.shape == a.shape and np.abs(b - a).max() <= 0.02 * np.abs(a).max() + 1e-3, name
