@@ -380,6 +380,7 @@ def _convert(
                 "num_images": len(cal_imgs),
                 "seed": opts.seed,
                 "per_channel": opts.per_channel,
+                "lowered_ranges_refined": fitted,
             }
             if mode == "int8"
             else None

@@ -55,6 +55,14 @@ def to_markdown(report: dict) -> str:
             f"Calibration: {c['num_images']} images from `{c['source']}` (seed {c['seed']}, "
             f"{'per-channel' if c['per_channel'] else 'per-tensor'} weights).",
         ]
+        fitted = c.get("lowered_ranges_refined")
+        if fitted:
+            lines.append(
+                f"Fitted int8 ranges of the depthwise lowering: {fitted['narrowed']} of {fitted['tensors']} band and "
+                "partial-sum tensors narrowed"
+                + (f"; not found: {', '.join(fitted['not_found'])}" if fitted["not_found"] else "")
+                + "."
+            )
     if report.get("delegates"):
         d = report["delegates"]
         lines += [

@@ -225,6 +225,9 @@ def test_the_lowering_tensors_get_fitted_int8_ranges_and_nothing_else_changes(in
     record = mf.info.conversion["lowered_ranges_refined"]
     assert record["tensors"] == 6 * 4 and record["not_found"] == []  # 3 bands + 1 partial sum per 7x7 conv
     assert record["narrowed"] >= 18  # a tensor whose min..max is already the best fit keeps it
+    assert report["calibration"]["lowered_ranges_refined"] == record  # the report says it too
+    md = (out / "report.md").read_text()
+    assert f"{record['narrowed']} of 24 band and partial-sum tensors narrowed" in md
     refined = parse_tflite((out / f"{NAME}_int8.tflite").read_bytes()).subgraphs[0]
     plain_dir = out.parent / "plain"
     convert(
