@@ -206,7 +206,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
         val props = findProposals(heat)
         val k = props.size
         if (factor == 1 && givenLogits == null && !keepMaskLogits) {
-            val m = gridMergePruned(feats, maskEmbeddings(center, props), k, props.score, gy, gx, smallArea)
+            val m = gridMergePruned(feats, center, props, k, props.score, gy, gx, smallArea)
             val npix = gy.keep * gx.keep
             if (winner.size < npix) winner = IntArray(npix)
             if (k == 0) java.util.Arrays.fill(winner, 0, npix, 0) else GridMerge.paint(m.cellWinner, gy, gx, winner)
@@ -377,13 +377,23 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
 
     /** Mask embeddings `[K * D]`: MLP(center row * class-embedding row), MLP = Dense, LayerNorm, ReLU, Dense. */
     fun maskEmbeddings(center: FeatureMap, props: Proposals): FloatArray {
+        val out = FloatArray(props.size * head.dim)
+        for (q in 0 until props.size) embedRow(center, props, q, out)
+        return out
+    }
+
+    private var mlpX = FloatArray(0)
+    private var mlpA = FloatArray(0)
+
+    /** Row [q] of [maskEmbeddings] into `out[q * D ..]` (which must hold zeros there). */
+    private fun embedRow(center: FeatureMap, props: Proposals, q: Int, out: FloatArray) {
         val d = head.dim
         val hid = head.hidden
-        val k = props.size
-        val out = FloatArray(k * d)
-        val x = FloatArray(d)
-        val a = FloatArray(hid)
-        for (q in 0 until k) {
+        if (mlpX.size < d) mlpX = FloatArray(d)
+        if (mlpA.size < hid) mlpA = FloatArray(hid)
+        val x = mlpX
+        val a = mlpA
+        run {
             val cls = maxOf(props.cls(q), 0)
             val base = (props.index[q] / props.c) * d
             for (i in 0 until d) x[i] = center.value(base + i) * head.classEmbeddings[cls * d + i]
@@ -419,7 +429,6 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
             }
             for (i in 0 until d) out[ob + i] += head.dense1Bias[i]
         }
-        return out
     }
 
     /**
@@ -449,13 +458,21 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
     /** Column sums of the embeddings `[K]` for quantised features (the zero-point term), else null. */
     private fun columnSums(feats: FeatureMap, emb: FloatArray, k: Int): FloatArray? {
         if (feats.floats != null) return null
-        val d = feats.c
-        return FloatArray(k) { q ->
-            var s = 0.0
-            for (i in 0 until d) s += emb[q * d + i]
-            s.toFloat()
-        }
+        return FloatArray(k) { q -> rowSum(emb, q, feats.c) }
     }
+
+    private fun rowSum(emb: FloatArray, q: Int, d: Int): Float {
+        var s = 0.0
+        for (i in 0 until d) s += emb[q * d + i]
+        return s.toFloat()
+    }
+
+    /**
+     * Mask-head rows the last pruned grid decode ran (`keepMaskLogits = false`, factor 1): the MLP runs for a
+     * proposal only when some cell computes its logit, so a trained model's low-score tail never runs it.
+     */
+    var lastMaskHeadRows = 0
+        private set
 
     /** The mask logit of proposal [q] at a cell whose features are [r] `[D]` (as floats): [maskLogits]' arithmetic. */
     private fun logitOf(r: FloatArray, emb: FloatArray, q: Int, d: Int, colSum: FloatArray?, feats: FeatureMap): Float {
@@ -487,22 +504,35 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
      * product cannot beat it, and an earlier proposal wins a tie. `count(p > 0.5)` is counted on the logits
      * computed, and completed on the skipped cells only for the proposals whose won area passes [smallArea]
      * (the others are dropped whatever it is). Every logit computed is [maskLogits]' own float, so the result
-     * is the full merge's.
+     * is the full merge's. A proposal's embedding ([embedRow], the same floats as [maskEmbeddings]) is computed
+     * when its first logit is: one that no cell needs never runs the MLP ([lastMaskHeadRows]).
      */
     private fun gridMergePruned(
-        feats: FeatureMap, emb: FloatArray, k: Int, scores: FloatArray, gy: GridAxis, gx: GridAxis, smallArea: Double
+        feats: FeatureMap, center: FeatureMap, props: Proposals, k: Int, scores: FloatArray, gy: GridAxis, gx: GridAxis,
+        smallArea: Double
     ): GridMergeResult {
         val ny = gy.n
         val nx = gx.n
         val d = feats.c
         val tally = GridTally(k, gy, gx)
+        lastMaskHeadRows = 0
         if (k == 0) return tally.result()
         val maskArea = tally.maskArea
         val origArea = tally.origArea
         if (row.size < d) row = FloatArray(d)
         val r = row
         val f = feats.floats
-        val colSum = columnSums(feats, emb, k)
+        val emb = FloatArray(k * d)
+        val colSum = if (f == null) FloatArray(k) else null
+        val embedded = BooleanArray(k)
+        var rows = 0
+        fun ensure(q: Int) {
+            if (embedded[q]) return
+            embedRow(center, props, q, emb)
+            if (colSum != null) colSum[q] = rowSum(emb, q, d)
+            embedded[q] = true
+            rows++
+        }
         // per cell, the first proposal skipped (k: none); proposals from it on were skipped or computed
         if (skippedFrom.size < ny * nx) skippedFrom = IntArray(ny * nx)
         if (skippedAt.size < ny * nx * k) skippedAt = BooleanArray(ny * nx * k)
@@ -526,6 +556,7 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                         continue
                     }
                     skipped[sb + q] = false
+                    ensure(q)
                     val p = sigmoid(logitOf(r, emb, q, d, colSum, feats))
                     if (p > 0.5f) origArea[q] += weight
                     val v = p * scores[q]
@@ -555,11 +586,13 @@ class PanopticDecoder(private val head: MaskHead, thingTable: BooleanArray, priv
                             if (f != null) System.arraycopy(f, fb, r, 0, d) else for (t in 0 until d) r[t] = feats.code(fb + t).toFloat()
                             loaded = true
                         }
+                        ensure(q)
                         if (sigmoid(logitOf(r, emb, q, d, colSum, feats)) > 0.5f) origArea[q] += wy * gx.count[i]
                     }
                 }
             }
         }
+        lastMaskHeadRows = rows
         return tally.result()
     }
 

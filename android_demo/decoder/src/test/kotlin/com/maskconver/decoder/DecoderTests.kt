@@ -565,6 +565,11 @@ fun main(args: Array<String>) {
                     a.segmentArea.contentEquals(b.segmentArea) && a.segmentBbox.contentEquals(b.segmentBbox) &&
                     a.segmentScore.contentEquals(b.segmentScore) && a.proposalSegment.contentEquals(b.proposalSegment)
             ) { "segments differ" }
+            // the MLP ran only for proposals some cell needed: never more than K, fewer on the trained demo model
+            val rows = dec.lastMaskHeadRows
+            require(rows <= a.numProposals && (a.numProposals == 0 || rows >= 1)) { "mask-head rows $rows of ${a.numProposals}" }
+            if (dir.name == "demo_int8_grid") require(rows < a.numProposals) { "every proposal ran the MLP ($rows)" }
+            println("     mask head ran for $rows of ${a.numProposals} proposals")
         }
         // 2. end to end
         Runner.check("${dir.name}: end to end (${case.meta.optInt("num_segments")} segments)") {
