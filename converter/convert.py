@@ -66,13 +66,21 @@ def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conver
     """The ``maskconver.json`` contents for a model converted from ``config``."""
     from maskconver.runtime.model_info import Category, ModelInfo
 
-    if config.categories == "synthetic":
+    if config.labels:  # recorded by the trainer from its dataset
+        cats = [Category(i, name, thing, tuple(colour)) for i, name, thing, colour in config.labels]
+    elif config.categories == "synthetic":
         from maskconver.models.synthetic import SYNTHETIC_CATEGORIES
 
         cats = list(SYNTHETIC_CATEGORIES)
     else:
-        from maskconver.runtime.coco_categories import coco_panoptic_categories
+        from maskconver.runtime.coco_categories import NUM_COCO_PANOPTIC_CLASSES, coco_panoptic_categories
 
+        if config.num_classes < NUM_COCO_PANOPTIC_CLASSES:
+            raise ConversionError(
+                f"config {config.name!r} has {config.num_classes} classes and no category names: the COCO "
+                f"panoptic names need {NUM_COCO_PANOPTIC_CLASSES}. Convert a checkpoint trained with "
+                "maskconver-train (it records its dataset's categories), or give a config with 201 classes"
+            )
         cats = coco_panoptic_categories(config.num_classes)
     things = set(config.thing_ids)
     cats = [Category(c.id, c.name, c.id in things, tuple(c.color)) for c in cats if c.id < config.num_classes]
@@ -194,6 +202,7 @@ def _convert(
     else:
         model_sized = model
     mode = opts.quantization
+    model_info_for(cfg, size, {})  # the labels exist (else ConversionError) before minutes of conversion
     name = f"maskconver_{cfg.name}_{size[0]}x{size[1]}_{mode}"
     timing: dict[str, float] = {}
     report: dict = {"files": {}, "timing_s": timing}

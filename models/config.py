@@ -60,6 +60,9 @@ class MaskConverConfig:
     aug_scale_max: float = 1.9
     l2_weight_decay: float = 1e-5
     categories: str = "coco"  # "coco" (COCO panoptic ids) or "synthetic" (the demo dataset)
+    # the training dataset's categories, one ``(id, name, isthing, (r, g, b))`` per id 0..num_classes-1 (void
+    # and unused ids included), recorded by the trainer; empty: the named set above
+    labels: tuple = ()
 
     @property
     def stride(self) -> int:
@@ -88,6 +91,14 @@ class MaskConverConfig:
         if unknown:
             raise ConfigError(f"unknown config fields {unknown}; known fields are {sorted(names)}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if kw.get("labels"):
+            try:
+                kw["labels"] = tuple(
+                    (int(i), str(name), bool(thing), tuple(int(v) for v in colour))
+                    for i, name, thing, colour in kw["labels"]
+                )
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"labels must be (id, name, isthing, [r, g, b]) rows: {e}") from None
         cfg = cls(**kw)
         cfg.validate()
         return cfg
@@ -108,6 +119,8 @@ class MaskConverConfig:
             raise ConfigError("num_classes must be >= 2, embedding_size and num_instances >= 1")
         if any(not 0 < t < self.num_classes for t in self.thing_ids):
             raise ConfigError(f"thing ids must lie in 1..{self.num_classes - 1}")
+        if self.labels and [row[0] for row in self.labels] != list(range(self.num_classes)):
+            raise ConfigError(f"labels must hold one row per category id 0..{self.num_classes - 1}, in order")
         for k, v in (
             ("filter_size_scale", self.filter_size_scale),
             ("head_kernel_size", self.head_kernel_size),

@@ -21,6 +21,7 @@ a :class:`~maskconver.models.panoptic_dataset.PanopticDataset`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -146,6 +147,19 @@ def _isthing_for(config: MaskConverConfig, dataset: Any) -> np.ndarray:
             "use the config made for this dataset (e.g. --config nano for the synthetic data)"
         )
     return table
+
+
+def with_dataset_labels(config: MaskConverConfig, dataset: Any) -> MaskConverConfig:
+    """``config`` with the dataset's categories as its ``labels`` (one row per id, void and unused ids
+    included), so the checkpoint, and the model converted from it, carry the names, thing flags and colours
+    it was trained with; unchanged for a dataset without a category table."""
+    table = getattr(dataset, "category_table", None)
+    if table is None:
+        return config
+    rows = tuple(
+        (c.id, c.name, bool(c.isthing), tuple(int(v) for v in c.color)) for c in table(config.num_classes)
+    )
+    return dataclasses.replace(config, labels=rows)
 
 
 class BatchMaker:
@@ -493,6 +507,7 @@ def train(
     if len(dataset) < 1:
         raise TrainError("the training dataset has no images")
     maker = BatchMaker(config, dataset, batch_size, seed)
+    config = with_dataset_labels(config, dataset)
     val_maker = None
     if val_data is not None:
         val_ds = open_dataset(val_data)
@@ -662,7 +677,12 @@ def _restore(model, opt, ckpt: Path, config: MaskConverConfig, settings: dict, h
     arrays, embedded, _ = read_checkpoint_arrays(ckpt)
     ex = _read_extras(ckpt)
     state = json.loads(bytes(ex[STATE_KEY]).decode())
-    if embedded is not None and MaskConverConfig.from_dict(embedded) != config:
+    # a checkpoint from before labels were recorded resumes into the same config with them
+    if (
+        embedded is not None
+        and MaskConverConfig.from_dict({**embedded, "labels": embedded.get("labels") or config.labels})
+        != config
+    ):
         raise TrainError(
             f"{ckpt} was trained with a different config ({embedded.get('name')}); use another --out "
             "or pass resume=False / --no-resume to start over there"

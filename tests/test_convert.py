@@ -273,3 +273,18 @@ def test_fp16_model_converts_and_runs(nano_ckpt, tmp_path):
     for name, a in outs[1].items():
         b = outs[0][name]
         assert b.shape == a.shape and np.abs(b - a).max() <= 0.02 * np.abs(a).max() + 1e-3, name
+
+
+def test_a_config_without_category_names_is_refused_before_converting(tmp_path, capsys):
+    """11 classes, no recorded labels and the COCO name set: a clear error (exit 1) instead of a traceback
+    after minutes of calibration, and nothing written."""
+    import dataclasses
+
+    cfg = dataclasses.replace(get_config("nano"), name="custom11", categories="coco")
+    ckpt = save_checkpoint(build_model(cfg, seed=0), tmp_path / "custom.npz")
+    out = tmp_path / "out"
+    assert convert_main([str(ckpt), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "has 11 classes and no category names" in err and "maskconver-train" in err
+    assert "calibrat" not in err.split("error:")[0].lower()  # refused before calibration began
+    assert not out.exists()

@@ -233,3 +233,46 @@ def test_teacher_forced_logits_match_the_runtime_mask_head():
         want = mask_logits(out["mask_features"].numpy()[b], mask_embeddings(centre, classes[b], head))
         assert np.abs(want).max() > 1.0  # a comparison of real magnitudes
         np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_checkpoint_carries_the_dataset_labels(reference_run):
+    """The trainer records its dataset's categories in the checkpoint's config, one row per id; the converter
+    labels the model with them (also for configs whose class count no named set fits)."""
+    from maskconver.converter.convert import model_info_for
+    from maskconver.models.panoptic_dataset import PanopticDataset
+
+    cfg = load_checkpoint(reference_run / "model.npz").config
+    table = PanopticDataset(reference_run / "data").category_table(cfg.num_classes)
+    assert cfg.labels == tuple((c.id, c.name, c.isthing, tuple(c.color)) for c in table)
+    custom = dataclasses.replace(cfg, name="custom", categories="coco")  # 11 classes: no COCO names fit
+    info = model_info_for(custom, (64, 64), {})
+    assert [(c.id, c.name, c.isthing) for c in info.categories] == [(i, n, t) for i, n, t, _ in cfg.labels]
+
+
+def test_a_run_from_before_labels_resumes(reference_run, small_config, tmp_path):
+    """A checkpoint whose embedded config has no labels (written before they were recorded) resumes."""
+    import shutil
+
+    from maskconver.models.checkpoint import CONFIG_KEY
+
+    out = tmp_path / "old"
+    shutil.copytree(reference_run, out)
+    ckpt = out / f"ckpt-{STEPS:07d}.npz"
+    with np.load(ckpt) as z:
+        arrays = {k: z[k] for k in z.files}
+    embedded = json.loads(bytes(arrays[CONFIG_KEY]).decode())
+    del embedded["labels"]
+    arrays[CONFIG_KEY] = np.frombuffer(json.dumps(embedded).encode(), dtype=np.uint8)
+    np.savez(ckpt, **arrays)
+    argv = [
+        "--config",
+        str(small_config),
+        "--data",
+        str(out / "data"),
+        "--steps",
+        str(STEPS),
+        "--batch",
+        str(BATCH),
+    ]
+    assert cli_main([*argv, "--out", str(out), "--seed", "0", "--quiet"]) == 0
+    assert load_checkpoint(out / "model.npz").config.labels  # and the finished model has them
