@@ -63,14 +63,7 @@ from pathlib import Path
 from time import perf_counter
 
 import numpy as np
-from maskconver.runtime.grid_merge import (
-    GridAxis,
-    array_rows,
-    first_block,
-    grid_axis,
-    merge_grid,
-    merge_grid_rows,
-)
+from maskconver.runtime.grid_merge import GridAxis, grid_axis, merge_grid, merge_grid_pruned
 from maskconver.runtime.mask_resize import AxisPlan, axis_plan, resize_bilinear
 from maskconver.runtime.merge import MergeResult, merge_dense, merge_fast
 from maskconver.runtime.peaks import PeakSetup, Proposals, _find_proposals, peak_setup
@@ -94,10 +87,6 @@ COCO_THING_IDS = tuple(range(1, 91))
 # small; waking (and leaving spinning) OpenBLAS worker threads next to the interpreter's own threads made
 # them 4x slower on 2 cores, and the whole post-processing 3x slower.
 BLAS_THREADS: int | None = 1
-# mask heads with at least this many weights in their first Dense (e.g. 256 x 256, the mobile models') run
-# their MLP by block in the grid decode, only for proposals the pruned merge scores: a row of a 256 x 256
-# head costs ~2.8 us, a second block ~30 us of calls (the demo's 32 x 32 head costs ~0.04 us a row: never)
-LAZY_HEAD_WEIGHTS = 1 << 16
 
 
 @dataclass
@@ -121,10 +110,9 @@ class PanopticDecoding:
     :attr:`mask_logits`).
 
     ``timings``: wall-clock ms of the decode's stages, in pipeline order: ``peaks`` (peaks and top-K),
-    ``mask_head`` (gather and MLP; with a lazy head, see :attr:`DecodePlan.lazy_head`, only the first block's
-    MLP: the later block's is in ``merge``), ``mask_logits`` (the mask-logit product and the logits' finite
-    check, which a plan skips when it proves the logits finite, see :func:`logits_proven_finite`; with
-    ``grid2x``/``grid4x`` also their bilinear upsampling; with ``grid`` only the float32 copy of the used
+    ``mask_head`` (gather and MLP), ``mask_logits`` (the mask-logit product and the logits' finite check,
+    which a plan skips when it proves the logits finite, see :func:`logits_proven_finite`;
+    with ``grid2x``/``grid4x`` also their bilinear upsampling; with ``grid`` only the float32 copy of the used
     cells' features, as the merge computes the logits of the proposals it scores), ``merge``, ``segments``
     (also leaving the BLAS thread setting), ``label_maps`` (the two masks). Input checks are not in any
     stage.
@@ -618,64 +606,22 @@ def logits_proven_finite(head: FoldedHead, center_dtype: np.dtype, feature_bound
     return 2.0 * top * (feature_bound * (head.w1.shape[1] - 1) + 1.0) < _FLOAT32_MAX
 
 
-class _HeadRows:
-    """The mask embeddings ``[K, D + 1]`` of a decode's proposals (:func:`_folded_embeddings`), computed by
-    block when asked: the grid merge asks for its first block, then only for the later proposals that can
-    still win a cell (:func:`maskconver.runtime.grid_merge.merge_grid_rows`), so with a large mask head the
-    MLP never runs for the pruned ones. ``centers [K, D]`` the gathered centre embeddings, ``classes [K]``."""
-
-    __slots__ = ("centers", "classes", "d", "done", "emb", "head", "last")
-
-    def __init__(self, head: FoldedHead, centers: np.ndarray, classes: np.ndarray, d: int):
-        self.head, self.centers, self.classes, self.d = head, centers, classes, d
-        self.emb = np.empty((classes.shape[0], d + 1), np.float32)
-        self.done = np.zeros(classes.shape[0], bool)
-        self.last: tuple | None = None  # ((start, stop), result) of the last block asked for as a slice
-
-    def __call__(self, idx: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embeddings ``[n, D + 1]`` and zero-point offsets ``[n]`` (None without a zero point) of the
-        proposals ``idx`` (a slice ``0:n`` or an ascending index array), computed once."""
-        if isinstance(idx, slice):
-            key = (idx.start, idx.stop)
-            if self.last is not None and self.last[0] == key:
-                return self.last[1]
-            rows = _folded_embeddings(self.head, self.centers[idx], self.classes[idx])
-        else:
-            rows = _folded_embeddings(self.head, self.centers.take(idx, axis=0), self.classes.take(idx))
-        self.emb[idx] = rows
-        self.done[idx] = True
-        out = rows, (rows[:, self.d].copy() if self.head.mask_zero_point else None)
-        if isinstance(idx, slice):
-            self.last = (key, out)
-        return out
-
-    def all(self) -> np.ndarray:
-        """Every proposal's embeddings ``[K, D + 1]`` (the ones never asked for computed now, in one block)."""
-        missing = (~self.done).nonzero()[0]
-        if missing.shape[0]:
-            self(missing)
-        return self.emb
-
-
 class _LazyLogits:
-    """The grid's mask logits ``[ny, nx, K]`` = ``features @ emb[:, :D]^T - emb[:, D]`` (as the full path's
-    :func:`_scaled_mask_logits`), computed when called: ``features [ny * nx, D]`` float32, ``emb [K, D + 1]``
-    or a :class:`_HeadRows` (its embeddings completed then), ``offset``: whether to subtract the zero-point
-    term ``emb[:, D]``."""
+    """The grid's mask logits ``[ny, nx, K]`` = ``features @ emb[:, :D]^T - offset`` (as the full path's
+    :func:`_scaled_mask_logits`), computed when called: ``features [ny * nx, D]`` float32, ``emb [K, D + 1]``,
+    ``offset [K]`` or None (no zero-point term)."""
 
     __slots__ = ("emb", "features", "offset", "shape")
 
     def __init__(
-        self, features: np.ndarray, emb: np.ndarray | _HeadRows, offset: bool, shape: tuple[int, int]
+        self, features: np.ndarray, emb: np.ndarray, offset: np.ndarray | None, shape: tuple[int, int]
     ):
         self.features, self.emb, self.offset, self.shape = features, emb, offset, shape
 
     def __call__(self) -> np.ndarray:
-        emb = self.emb.all() if isinstance(self.emb, _HeadRows) else self.emb
-        d = self.features.shape[1]
-        out = self.features @ emb[:, :d].T
-        if self.offset:
-            out -= emb[:, d]
+        out = self.features @ self.emb[:, : self.features.shape[1]].T
+        if self.offset is not None:
+            out -= self.offset
         return out.reshape(*self.shape, -1)
 
 
@@ -901,9 +847,6 @@ class DecodePlan:
     mask_dtype: np.dtype
     # logits_proven_finite for these dtypes and this head: no per-frame overflow check of the mask logits
     finite_logits: bool = False
-    # "grid" with a proven, large mask head (LAZY_HEAD_WEIGHTS): the MLP runs only for proposals the pruned
-    # merge scores (_HeadRows)
-    lazy_head: bool = False
 
 
 def plan_decode(
@@ -979,7 +922,6 @@ def plan_decode(
     feature_bound = (
         None if feats.dtype.kind == "f" else float(max(-np.iinfo(feats.dtype).min, np.iinfo(feats.dtype).max))
     )
-    finite = logits_proven_finite(head, center.dtype, feature_bound)
     return DecodePlan(
         peaks=peak_setup(heat.shape, heat.dtype.str, k, float(object_mask_threshold), hq),
         shapes=(heat.shape, center.shape, feats.shape),
@@ -993,8 +935,7 @@ def plan_decode(
         axes=(gy, gx) if grid else (py, px),
         cells=None if not grid or (gy.n, gx.n) == (h, w) else (gy.take(), gx.take()),
         feature_bound=feature_bound,
-        finite_logits=finite,
-        lazy_head=finite and factor == 1 and head.w0.size >= LAZY_HEAD_WEIGHTS,
+        finite_logits=logits_proven_finite(head, center.dtype, feature_bound),
         method=method,
         mask_dtype=mask_dtype_for(mask_dtype, c, k),
     )
@@ -1041,12 +982,7 @@ def decode_planned(
         props: Proposals = _find_proposals(heat, plan.peaks)  # heat is of the plan's shape and dtype
         clock.append(perf_counter())
         centers = center.reshape(h * w, d).take(props.pixel, axis=0)  # [K, D] the proposals' embeddings
-        emb: np.ndarray | _HeadRows
-        if plan.lazy_head:  # the first block's embeddings now, the rest only for the merge's survivors
-            emb = _HeadRows(plan.head, centers, props.classes, d)
-            emb(slice(0, first_block(props.scores, small_area)))
-        else:
-            emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale
+        emb = _folded_embeddings(plan.head, centers, props.classes)  # scaled by the features' scale
         clock.append(perf_counter())
         if factor == 1:
             # the cells some output pixel falls into, as float32 rows; the merge computes only the logits of
@@ -1054,16 +990,12 @@ def decode_planned(
             # zero-point term as a per-proposal offset (contiguous: its broadcast subtraction is faster)
             cells = feats if plan.cells is None else feats[plan.cells[0]][:, plan.cells[1]]
             features = cells.astype(np.float32).reshape(-1, d)
-            zero_point = plan.head.mask_zero_point
-            logits = _LazyLogits(features, emb, zero_point, (gy.n, gx.n))
-            if isinstance(emb, _HeadRows):
-                rows = emb
-            else:
-                if not plan.finite_logits:
-                    _check_grid_logits(emb, features, plan.feature_bound, logits)
-                rows = array_rows(emb, emb[:, d].copy() if zero_point else None)
+            offset = emb[:, d].copy() if plan.head.mask_zero_point else None
+            logits = _LazyLogits(features, emb, offset, (gy.n, gx.n))
+            if not plan.finite_logits:
+                _check_grid_logits(emb, features, plan.feature_bound, logits)
             clock.append(perf_counter())
-            merge = merge_grid_rows(features, rows, props.scores, gy, gx, small_area, overlap)
+            merge = merge_grid_pruned(features, emb, offset, props.scores, gy, gx, small_area, overlap)
         else:
             logits = _scaled_mask_logits(feats, emb, plan.head.mask_zero_point)
             if factor > 1:  # the upsampled grid, up to the last cell the output uses

@@ -118,19 +118,6 @@ def merge_grid(
 
 FIRST_PROPOSALS = 16  # proposals :func:`merge_grid_pruned` scores on every cell before it prunes the rest
 
-# the mask embeddings (and the zero-point offsets, or None) of the proposals at the given indices: a slice
-# ``0:n`` or an ascending index array
-Rows = Callable[[slice | np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-
-
-def first_block(scores: np.ndarray, small_area: float, first: int = FIRST_PROPOSALS) -> int:
-    """How many of the ``K`` proposals (``scores [K]`` float32, best first) :func:`merge_grid_pruned` scores
-    in its first block: all of them when pruning cannot pay (``K <= first``, a negative or NaN
-    ``small_area``, or ``scores[first]`` more than half of ``scores[0]``), else ``first`` (at least 1)."""
-    k = scores.shape[0]
-    first = max(int(first), 1)
-    return k if k <= first or not small_area >= 0 or 2 * scores[first] > scores[0] else first
-
 
 def merge_grid_pruned(
     features: np.ndarray,
@@ -162,54 +149,23 @@ def merge_grid_pruned(
     dropped whatever its original area, as long as ``small_area >= 0`` (otherwise, or for NaN, all are
     scored). Pruning is tried only when ``scores[first]`` is at most half of ``scores[0]`` (the best when
     sorted, as proposals are: every ``m_c`` is at most the best score, so with the later scores near it few
-    could be pruned); this choice never changes the result (:func:`first_block`).
+    could be pruned); this choice never changes the result.
 
     Float rounding: BLAS sums a block's products in an order that depends on the block's shape (a block of
     one proposal is a matrix-vector product), so a proposal's logits may differ in the last bit from those
     of a product over all proposals (``mask_logits``), and two proposals with identical embeddings and
     scores in different blocks may split cells that an exact tie would give to the earlier one.
     """
-    return merge_grid_rows(
-        features, array_rows(emb, offset), scores, gy, gx, small_area, overlap, check, first
-    )
-
-
-def array_rows(emb: np.ndarray, offset: np.ndarray | None) -> Rows:
-    """The ``rows`` of :func:`merge_grid_rows` for embeddings ``emb [K, D']`` and offsets ``offset [K]`` (or
-    None) computed already."""
-
-    def rows(idx: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if isinstance(idx, slice):
-            return emb[idx], None if offset is None else offset[idx]
-        return emb.take(idx, axis=0), None if offset is None else offset.take(idx)
-
-    return rows
-
-
-def merge_grid_rows(
-    features: np.ndarray,
-    rows: Rows,
-    scores: np.ndarray,
-    gy: GridAxis,
-    gx: GridAxis,
-    small_area: float,
-    overlap: float,
-    check: Callable[[np.ndarray], None] | None = None,
-    first: int = FIRST_PROPOSALS,
-) -> MergeResult:
-    """:func:`merge_grid_pruned` with the proposals' embeddings and offsets asked for by block: ``rows(0:n1)``
-    for the first block (``n1 =`` :func:`first_block`), then ``rows(later)`` for the later proposals that can
-    still win a cell (an ascending index array; not called when there are none). So a caller can compute
-    the embeddings of pruned proposals never (the decoder does, for large mask heads)."""
-    k = scores.shape[0]
+    k = emb.shape[0]
     if k == 0:
         return _empty(gy.size, gx.size)
     weight, weight_row = _cell_weights(gy, gx)
     # score everything at once when pruning cannot pay: ``min_c m_c <= scores[0]``, so with the later scores
     # close to the best (untrained or undecided models) nearly every proposal would be scored twice over
-    n1 = first_block(scores, small_area, first)
-    emb, offset = rows(slice(0, n1))
-    win, best, positive = _scored_block(features, emb, offset, scores[:n1], weight_row, check)
+    first = max(int(first), 1)
+    n1 = k if k <= first or not small_area >= 0 or 2 * scores[first] > scores[0] else first
+    head = None if offset is None else offset[:n1]
+    win, best, positive = _scored_block(features, emb[:n1], head, scores[:n1], weight_row, check)
     if k == n1:
         return _grid_result(win, positive, k, gy, gx, weight, small_area, overlap)
     original_area = np.zeros(k, np.int64)
@@ -218,8 +174,14 @@ def merge_grid_rows(
     later = (scores[n1:] > np.minimum.reduce(best)).nonzero()[0]
     if later.shape[0]:
         later += n1
-        emb, offset = rows(later)
-        win2, best2, positive2 = _scored_block(features, emb, offset, scores.take(later), weight_row, check)
+        win2, best2, positive2 = _scored_block(
+            features,
+            emb.take(later, axis=0),
+            None if offset is None else offset.take(later),
+            scores.take(later),
+            weight_row,
+            check,
+        )
         np.copyto(win, later.take(win2), where=best2 > best)  # strictly: an earlier proposal wins a tie
         original_area[later] = positive2
     return _grid_result(win, original_area, k, gy, gx, weight, small_area, overlap)

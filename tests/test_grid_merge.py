@@ -12,12 +12,9 @@ from maskconver.runtime.decode import decode_panoptic, grid_axes
 from maskconver.runtime.grid_merge import (
     FIRST_PROPOSALS,
     _grid_bbox,
-    array_rows,
-    first_block,
     grid_axis,
     merge_grid,
     merge_grid_pruned,
-    merge_grid_rows,
 )
 from maskconver.runtime.mask_resize import axis_plan
 from maskconver.runtime.merge import bbox_from_winner, merge_dense
@@ -160,32 +157,6 @@ def test_pruned_grid_merge_skips_proposals_that_cannot_win():
     )
     assert blocks == [FIRST_PROPOSALS]  # 0.9 * 1.0 beats every later score: no second block
     assert got.mask_area[0] == 48 * 40 and not got.mask_area[1:].any() and got.kept[0]
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_staged_grid_merge_asks_only_for_proposals_that_can_win(seed):
-    """``merge_grid_rows`` asks for the first block as a slice, then once for the later proposals whose
-    score beats the weakest cell's best product; the result is ``merge_grid_pruned``'s."""
-    rng = np.random.default_rng(100 + seed)
-    k = int(rng.integers(20, 60))
-    gy, gx, features, emb, offset, scores = _exact_case(rng, k, spread=True)
-    emb[0, :-1], offset[0] = 0.0, -3.0  # a confident proposal on every cell: p(3) ~ 0.95, the tail is pruned
-    asked: list = []
-
-    def rows(idx):
-        asked.append(idx)
-        return array_rows(emb, offset)(idx)
-
-    got = merge_grid_rows(features, rows, scores, gy, gx, 0.0, 0.7)
-    want = merge_grid_pruned(features, emb, offset, scores, gy, gx, 0.0, 0.7)
-    for name in ("winner", "mask_area", "original_area", "kept", "bbox"):
-        assert np.array_equal(getattr(got, name), getattr(want, name)), name
-    n1 = first_block(scores, 0.0)
-    assert asked[0] == slice(0, n1) and n1 == FIRST_PROPOSALS
-    later = np.concatenate(asked[1:]) if len(asked) > 1 else np.zeros(0, np.intp)
-    assert len(asked) <= 2 and np.all(np.diff(later) > 0) and np.all(later >= n1)
-    assert later.size < k - n1  # some proposals were never asked for
-    assert not got.mask_area[np.setdiff1d(np.arange(n1, k), later)].any()  # and they won nothing
 
 
 @pytest.mark.parametrize("first,small_area", [(0, 0.0), (1, 0.0), (16, float("nan")), (16, -1.0)])
@@ -385,37 +356,3 @@ def test_grid_at_its_own_resolution_is_the_full_merge(mode, factor):
     assert np.array_equal(grid.proposal_areas, full.proposal_areas)
     assert np.array_equal(grid.segment_bboxes, full.segment_bboxes)
     assert full.num_segments >= 1 and len(full.proposal_scores) >= 3
-
-
-def test_lazy_mask_head_on_the_trained_demo_model(demo_model):
-    """``DecodePlan.lazy_head`` (on by itself only for heads of at least ``LAZY_HEAD_WEIGHTS``; forced here on
-    the demo's small head): the MLP runs only for the proposals the pruned merge scores, the decode is the
-    same, and ``mask_logits`` completes the embeddings when asked."""
-    import dataclasses
-
-    from maskconver.models.synthetic import render_synthetic_image
-    from maskconver.runtime.decode import LAZY_HEAD_WEIGHTS, decode_planned
-    from maskconver.runtime.model_info import OUTPUT_NAMES
-    from maskconver.runtime.segmenter import Segmenter
-
-    seg = Segmenter(demo_model, mask_resolution="grid")
-    skipped = 0
-    for i in range(12):
-        image = render_synthetic_image(5, i, (128, 128)).image
-        seg.segment(image)
-        (plan,) = [p for p in seg._plans.values() if p.output_size == (128, 128)]
-        assert plan.finite_logits and not plan.lazy_head and plan.head.w0.size < LAZY_HEAD_WEIGHTS
-        outs = seg._start(image).outputs
-        arrays = tuple(outs[name][0] for name in OUTPUT_NAMES)
-        eager = decode_planned(plan, *arrays)
-        lazy = decode_planned(dataclasses.replace(plan, lazy_head=True), *arrays)
-        computed = int(lazy.mask_logit_source.emb.done.sum())
-        k = lazy.proposal_scores.shape[0]
-        skipped += k - computed
-        assert computed >= min(k, FIRST_PROPOSALS)
-        np.testing.assert_array_equal(lazy.category_mask, eager.category_mask)
-        np.testing.assert_array_equal(lazy.instance_mask, eager.instance_mask)
-        assert lazy.segment_rows == eager.segment_rows
-        np.testing.assert_allclose(lazy.mask_logits, eager.mask_logits, rtol=1e-5, atol=1e-4)
-        assert int(lazy.mask_logit_source.emb.done.sum()) == k
-    assert skipped > 0  # the trained model's low-score tail was never run through the MLP
