@@ -356,3 +356,46 @@ def test_grid_at_its_own_resolution_is_the_full_merge(mode, factor):
     assert np.array_equal(grid.proposal_areas, full.proposal_areas)
     assert np.array_equal(grid.segment_bboxes, full.segment_bboxes)
     assert full.num_segments >= 1 and len(full.proposal_scores) >= 3
+
+
+@pytest.mark.parametrize("dim,first", [(32, FIRST_PROPOSALS), (128, None)])
+def test_large_mask_heads_score_every_proposal_in_one_block(monkeypatch, dim, first):
+    """The split into a first block and the survivors pays for small heads only (``SPLIT_HEAD_WEIGHTS``): a
+    head of 128 x 128 weights or more is scored in one block, with the same result."""
+    import dataclasses
+
+    import maskconver.runtime.grid_merge as gm
+    from maskconver.runtime.decode import decode_planned, plan_decode
+
+    rng = np.random.default_rng(9)
+    c, h, w = 4, 12, 12
+    f = lambda *s: (0.3 * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    head = {
+        "class_embeddings": 1 + f(c, dim),
+        "mlp_dense0_kernel": f(dim, dim),
+        "mlp_dense0_bias": f(dim),
+        "mlp_norm_gamma": 1 + f(dim),
+        "mlp_norm_beta": f(dim),
+        "mlp_dense1_kernel": f(dim, dim),
+        "mlp_dense1_bias": f(dim),
+    }
+    heat = rng.integers(-128, -100, (h, w, c)).astype(np.int8)
+    heat.reshape(-1)[rng.permutation(h * w * c)[:40]] = np.r_[np.full(8, 120), np.linspace(-40, -90, 32)].astype(np.int8)
+    center = rng.integers(-128, 128, (h, w, dim)).astype(np.int8)
+    feats = rng.integers(-128, 128, (h, w, dim)).astype(np.int8)
+    kw = dict(heatmap_quant=(0.1, -20), center_quant=(0.02, 1), mask_quant=(0.02, -3), output_size=(90, 90))
+    plan = plan_decode(heat, center, feats, head, mask_resolution="grid", **kw)
+    k = plan.peaks.k
+    assert plan.grid_first == (first or k)
+    blocks: list[int] = []
+    scored = gm._scored_block
+    monkeypatch.setattr(gm, "_scored_block", lambda *a: (blocks.append(a[1].shape[0]), scored(*a))[1])
+    got = decode_planned(plan, heat, center, feats)
+    n = got.proposal_scores.shape[0]
+    assert n > FIRST_PROPOSALS and (blocks[0] == FIRST_PROPOSALS if first else blocks == [n])
+    other = decode_planned(
+        dataclasses.replace(plan, grid_first=k if first else FIRST_PROPOSALS), heat, center, feats
+    )
+    np.testing.assert_array_equal(got.category_mask, other.category_mask)
+    np.testing.assert_array_equal(got.instance_mask, other.instance_mask)
+    assert got.segment_rows == other.segment_rows
