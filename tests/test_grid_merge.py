@@ -380,7 +380,9 @@ def test_large_mask_heads_score_every_proposal_in_one_block(monkeypatch, dim, fi
         "mlp_dense1_bias": f(dim),
     }
     heat = rng.integers(-128, -100, (h, w, c)).astype(np.int8)
-    heat.reshape(-1)[rng.permutation(h * w * c)[:40]] = np.r_[np.full(8, 120), np.linspace(-40, -90, 32)].astype(np.int8)
+    heat.reshape(-1)[rng.permutation(h * w * c)[:40]] = np.r_[
+        np.full(8, 120), np.linspace(-40, -90, 32)
+    ].astype(np.int8)
     center = rng.integers(-128, 128, (h, w, dim)).astype(np.int8)
     feats = rng.integers(-128, 128, (h, w, dim)).astype(np.int8)
     kw = dict(heatmap_quant=(0.1, -20), center_quant=(0.02, 1), mask_quant=(0.02, -3), output_size=(90, 90))
