@@ -62,6 +62,24 @@ def onnx_model_info(info):
     return dataclasses.replace(info, conversion=conversion)
 
 
+def _with_checkpoint_labels(cfg: MaskConverConfig, checkpoint: Path) -> MaskConverConfig:
+    """``cfg`` (given with ``--config``) with the category labels a maskconver ``.npz`` checkpoint recorded
+    when it was trained, if they fit its class count; else ``cfg`` unchanged."""
+    from maskconver.models.checkpoint import CONFIG_KEY
+
+    if checkpoint.suffix != ".npz" or not checkpoint.is_file():
+        return cfg
+    try:
+        with np.load(checkpoint) as z:
+            embedded = json.loads(bytes(z[CONFIG_KEY]).decode()) if CONFIG_KEY in z.files else {}
+    except (OSError, ValueError, KeyError):
+        return cfg  # load_checkpoint reports what is wrong with the file
+    labels = embedded.get("labels") if isinstance(embedded, dict) else None
+    if not labels or len(labels) != cfg.num_classes:
+        return cfg
+    return type(cfg).from_dict({**cfg.to_dict(), "labels": labels})
+
+
 def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conversion: dict):
     """The ``maskconver.json`` contents for a model converted from ``config``."""
     from maskconver.runtime.model_info import Category, ModelInfo
@@ -79,7 +97,8 @@ def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conver
             raise ConversionError(
                 f"config {config.name!r} has {config.num_classes} classes and no category names: the COCO "
                 f"panoptic names need {NUM_COCO_PANOPTIC_CLASSES}. Convert a checkpoint trained with "
-                "maskconver-train (it records its dataset's categories), or give a config with 201 classes"
+                "maskconver-train (it records its dataset's categories; a --config given then keeps them), or give a config "
+                "with 201 classes"
             )
         cats = coco_panoptic_categories(config.num_classes)
     things = set(config.thing_ids)
@@ -193,6 +212,8 @@ def _convert(
             f"cannot write to output folder {out_dir}: {e.strerror}; choose another -o"
         ) from e
     cfg = get_config(config) if config is not None else None
+    if cfg is not None and not cfg.labels:
+        cfg = _with_checkpoint_labels(cfg, Path(checkpoint))
     log(f"loading checkpoint {checkpoint}", opts.progress)
     model = load_checkpoint(checkpoint, cfg)
     cfg = model.config

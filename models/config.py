@@ -121,6 +121,9 @@ class MaskConverConfig:
             raise ConfigError(f"thing ids must lie in 1..{self.num_classes - 1}")
         if self.labels and [row[0] for row in self.labels] != list(range(self.num_classes)):
             raise ConfigError(f"labels must hold one row per category id 0..{self.num_classes - 1}, in order")
+        for row in self.labels:
+            if len(row[3]) != 3 or not all(0 <= v <= 255 for v in row[3]):
+                raise ConfigError(f"label {row[0]} ({row[1]!r}): the colour must be three values in 0..255")
         for k, v in (
             ("filter_size_scale", self.filter_size_scale),
             ("head_kernel_size", self.head_kernel_size),

@@ -157,7 +157,13 @@ def with_dataset_labels(config: MaskConverConfig, dataset: Any) -> MaskConverCon
     if table is None:
         return config
     rows = tuple(
-        (c.id, c.name, bool(c.isthing), tuple(int(v) for v in c.color)) for c in table(config.num_classes)
+        (
+            c.id,
+            " ".join(c.name.splitlines()),
+            bool(c.isthing),
+            tuple(int(v) for v in c.color),
+        )  # one line each
+        for c in table(config.num_classes)
     )
     return dataclasses.replace(config, labels=rows)
 
@@ -678,15 +684,17 @@ def _restore(model, opt, ckpt: Path, config: MaskConverConfig, settings: dict, h
     ex = _read_extras(ckpt)
     state = json.loads(bytes(ex[STATE_KEY]).decode())
     # a checkpoint from before labels were recorded resumes into the same config with them
-    if (
-        embedded is not None
-        and MaskConverConfig.from_dict({**embedded, "labels": embedded.get("labels") or config.labels})
-        != config
-    ):
-        raise TrainError(
-            f"{ckpt} was trained with a different config ({embedded.get('name')}); use another --out "
-            "or pass resume=False / --no-resume to start over there"
-        )
+    if embedded is not None:
+        saved = MaskConverConfig.from_dict({**embedded, "labels": embedded.get("labels") or config.labels})
+        if saved != config:
+            what = (
+                "was trained on a dataset with other categories"
+                if dataclasses.replace(saved, labels=config.labels) == config
+                else f"was trained with a different config ({embedded.get('name')})"
+            )
+            raise TrainError(
+                f"{ckpt} {what}; use another --out or pass resume=False / --no-resume to start over there"
+            )
     for k in ("batch_size", "seed", "optimizer"):
         if state.get(k) != settings[k]:
             report.message(

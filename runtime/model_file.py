@@ -77,7 +77,7 @@ def check_mask_head(mask_head: dict[str, np.ndarray], num_classes: int, dim: int
 def labels_text(labels: list[str]) -> str:
     """``labels.txt`` content: one label per line, ids 0..C-1."""
     for i, name in enumerate(labels):
-        if "\n" in name or "\r" in name:
+        if name.splitlines() != [name] and name:  # every separator str.splitlines knows, as the reader splits
             raise ModelFileError(f"label {i} ({name!r}) contains a line break")
     return "".join(f"{name}\n" for name in labels)
 

@@ -75,3 +75,24 @@ def test_unknown_name_and_missing_file():
         get_config("resnet50")
     with pytest.raises(ConfigError, match="does not exist"):
         get_config("/nonexistent/exp.yaml")
+
+
+def test_labels_round_trip_and_are_checked():
+    import dataclasses
+
+    from maskconver.models.config import ConfigError, MaskConverConfig, get_config
+
+    cfg = get_config("nano")
+    rows = tuple((i, f"name {i}", i in cfg.thing_ids, (i, 2 * i, 3 * i)) for i in range(cfg.num_classes))
+    labelled = dataclasses.replace(cfg, labels=rows)
+    import json
+
+    assert MaskConverConfig.from_dict(json.loads(labelled.to_json())) == labelled
+    bad = json.loads(labelled.to_json())
+    bad["labels"][3][3] = [0, 0]
+    with pytest.raises(ConfigError, match="label 3 .* three values"):
+        MaskConverConfig.from_dict(bad)
+    bad = json.loads(labelled.to_json())
+    bad["labels"] = bad["labels"][1:]
+    with pytest.raises(ConfigError, match="one row per category id"):
+        MaskConverConfig.from_dict(bad)

@@ -288,3 +288,28 @@ def test_a_config_without_category_names_is_refused_before_converting(tmp_path, 
     assert "has 11 classes and no category names" in err and "maskconver-train" in err
     assert "calibrat" not in err.split("error:")[0].lower()  # refused before calibration began
     assert not out.exists()
+
+
+def test_recorded_labels_survive_a_config_given_at_conversion(tmp_path):
+    """A checkpoint trained with labels keeps them when ``--config`` is given too (same class count)."""
+    import dataclasses
+
+    from maskconver.runtime.model_file import read_model_file
+
+    base = get_config("nano")
+    rows = tuple((i, f"mine {i}", i in base.thing_ids, (10 * i, 0, 0)) for i in range(base.num_classes))
+    ckpt = save_checkpoint(build_model(dataclasses.replace(base, labels=rows), seed=0), tmp_path / "mine.npz")
+    out = tmp_path / "out"
+    assert convert_main([str(ckpt), "--config", "nano", "--fp32", "-o", str(out)]) == 0
+    mf = read_model_file(out / f"{NAME}_fp32.tflite")
+    assert [c.name for c in mf.info.categories] == [r[1] for r in rows]
+    assert mf.labels == [r[1] for r in rows]
+
+
+def test_a_label_that_would_split_into_two_lines_is_refused():
+    from maskconver.runtime.model_file import ModelFileError, labels_text
+
+    assert labels_text(["void", "a b"]) == "void\na b\n"
+    for sep in ("\n", "\r", "\u2028", "\x85", "\x0b", "\x0c", "\x1c"):
+        with pytest.raises(ModelFileError, match="label 1 .* line break"):
+            labels_text(["void", f"a{sep}b"])

@@ -173,3 +173,18 @@ def test_old_models_with_only_deprecated_builtin_code():
     assert model.subgraphs[0].tensors[0].shape == (1, 8, 8, 4) and model.version == 3
     report = check_delegates(bytes(b.Output()))
     assert report.op_counts == {"RESHAPE": 1} and report.ok
+
+
+def test_float16_weights_behind_dequantize_count_as_constant():
+    """An ``--fp16`` graph stores its weights as FLOAT16 and dequantizes them: every delegate reads them as
+    constant weights, and the input CAST (wherever it sits in the op order) is the graph's I/O boundary."""
+    model = tiny_tflite("fp16")
+    report = check_delegates(model)
+    assert report.op_counts.get("DEQUANTIZE", 0) >= 2
+    sg = parse_tflite(model).subgraphs[0]
+    cast = [op.index for op in sg.operators if op.op_name == "CAST"]
+    assert cast and set(cast) <= set(report.input_ops)
+    for d in DELEGATES:
+        for f in report.unsupported(d):
+            assert "not constant" not in f.reason, f
+            assert f.op_index in report.input_ops, f  # only the input cast is left on the CPU

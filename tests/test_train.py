@@ -276,3 +276,18 @@ def test_a_run_from_before_labels_resumes(reference_run, small_config, tmp_path)
     ]
     assert cli_main([*argv, "--out", str(out), "--seed", "0", "--quiet"]) == 0
     assert load_checkpoint(out / "model.npz").config.labels  # and the finished model has them
+
+
+def test_recorded_labels_are_one_line_each():
+    """Dataset category names are any strings; the recorded label keeps each on one line (labels.txt)."""
+    from maskconver.models.train import with_dataset_labels
+    from maskconver.runtime.model_info import Category
+
+    class Data:
+        def category_table(self, n):
+            return [
+                Category(i, "void" if i == 0 else f"cat\u2028{i}\r\nx", i == 1, (i, i, i)) for i in range(n)
+            ]
+
+    cfg = with_dataset_labels(get_config("nano"), Data())
+    assert [row[1] for row in cfg.labels][:3] == ["void", "cat 1 x", "cat 2 x"]

@@ -77,12 +77,16 @@ def tiny_tflite(
     extra: str | None = None,
     dynamic: bool = False,
 ) -> bytes:
-    """Convert the tiny graph. ``quant``: "float", "int8" (uint8 in, int8 out) or "int8_io" (int8 I/O)."""
+    """Convert the tiny graph. ``quant``: "float", "fp16" (float16 weights), "int8" (uint8 in, int8 out) or
+    "int8_io" (int8 I/O)."""
     import tensorflow as tf
 
-    module = _module("float32" if quant != "float" else input_dtype, dw_kernel, extra, dynamic)
+    module = _module("float32" if quant not in ("float", "fp16") else input_dtype, dw_kernel, extra, dynamic)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
-    if quant != "float":
+    if quant == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quant != "float":
         rng = np.random.default_rng(1)
 
         def representative():
