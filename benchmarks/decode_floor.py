@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from maskconver.runtime.decode import DecodePlan
+from maskconver.runtime.decode import DecodePlan, _folded_embeddings
 from maskconver.runtime.grid_merge import _cell_weights, _grid_bbox
 
 FloorDecode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, list[tuple]]]
@@ -46,7 +46,6 @@ def minimal_grid_decode(plan: DecodePlan) -> FloorDecode:
     weight = weight_row[0].astype(np.float64)
     ids = np.arange(1, k_max + 1, dtype=np.int32)
     rows_of, cols_of = (None, None) if plan.cells is None else plan.cells
-    zero = np.float32(0.0)
 
     def decode(
         heat: np.ndarray, center: np.ndarray, feats: np.ndarray
@@ -71,21 +70,8 @@ def minimal_grid_decode(plan: DecodePlan) -> FloorDecode:
         scores = score_of_code.take(codes.take(order))
         pixel, classes = np.divmod(idx, num_classes)
         k = idx.shape[0]
-        # mask head (the folded MLP)
-        x = np.subtract(
-            center.reshape(-1, d).take(pixel, axis=0), np.float32(head.center_zero_point), dtype=np.float32
-        )
-        x *= head.class_embeddings.take(classes, axis=0)
-        y = x @ head.w0
-        y += head.b0
-        ss = np.add.reduce(np.square(y), axis=-1, keepdims=True)
-        ss += np.float32(head.eps)
-        y /= np.sqrt(ss, out=ss)
-        y *= head.gamma
-        y += head.beta
-        np.maximum(y, zero, out=y)
-        emb = y @ head.w1
-        emb += head.b1
+        # mask head: the decoder's own folded MLP (one call per step already)
+        emb = _folded_embeddings(head, center.reshape(-1, d).take(pixel, axis=0), classes)
         # merge on the used cells
         cells = feats[0] if rows_of is None else feats[0][rows_of][:, cols_of]
         neg = cells.astype(np.float32).reshape(-1, d) @ emb[:, :d].T
