@@ -97,8 +97,8 @@ def model_info_for(config: MaskConverConfig, input_size: tuple[int, int], conver
             raise ConversionError(
                 f"config {config.name!r} has {config.num_classes} classes and no category names: the COCO "
                 f"panoptic names need {NUM_COCO_PANOPTIC_CLASSES}. Convert a checkpoint trained with "
-                "maskconver-train (it records its dataset's categories; a --config given then keeps them), or give a config "
-                "with 201 classes"
+                "maskconver-train (it records its dataset's categories; a --config given then keeps them), "
+                "or give a config with 201 classes"
             )
         cats = coco_panoptic_categories(config.num_classes)
     things = set(config.thing_ids)

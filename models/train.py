@@ -156,13 +156,9 @@ def with_dataset_labels(config: MaskConverConfig, dataset: Any) -> MaskConverCon
     table = getattr(dataset, "category_table", None)
     if table is None:
         return config
+    # names on one line each (labels.txt holds one per line)
     rows = tuple(
-        (
-            c.id,
-            " ".join(c.name.splitlines()),
-            bool(c.isthing),
-            tuple(int(v) for v in c.color),
-        )  # one line each
+        (c.id, " ".join(c.name.splitlines()), bool(c.isthing), tuple(int(v) for v in c.color))
         for c in table(config.num_classes)
     )
     return dataclasses.replace(config, labels=rows)
