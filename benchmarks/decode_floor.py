@@ -4,8 +4,10 @@
 (3x3 peaks, top-K, the mask head, the mask-logit product, sigmoid, the per-cell winner, areas, the keep test,
 segment rows, boxes and the two label maps), each as one call, and nothing else: no input checks, no NaN or
 overflow proofs, no pruning, no stage clocks, no result objects, no threshold ties, no other dtypes or
-resolutions. On typical frames it gives the decoder's label maps (``tests/test_decode_floor.py`` checks it
-on the demo model's frames), so its time is what the work itself costs in NumPy calls.
+resolutions. The peaks and the mask head are the decoder's own functions (``_dense_peaks``,
+``_folded_embeddings``: already one call per step). On typical frames it gives the decoder's label maps
+(``tests/test_decode_floor.py`` checks it on the demo model's frames), so its time is what the work itself
+costs in NumPy calls.
 
 ``benchmarks/bench_segmenter.py::test_decode_floor`` times it and ``decode_planned`` right after an
 inference, in one run, next to the inference itself: if the floor alone exceeds a budget, no NumPy decoder
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from maskconver.runtime.decode import DecodePlan, _folded_embeddings
 from maskconver.runtime.grid_merge import _cell_weights, _grid_bbox
+from maskconver.runtime.peaks import _dense_peaks
 
 FloorDecode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, list[tuple]]]
 
@@ -36,9 +39,7 @@ def minimal_grid_decode(plan: DecodePlan) -> FloorDecode:
             "heatmap and one-byte mask features, e.g. the int8 demo model's"
         )
     gy, gx = plan.axes
-    c, r, n = layout.c, layout.row, layout.size
-    m = n - 2 * r
-    cut = layout.dtype.type(setup.floor)
+    cut = setup.floor
     k_max, num_classes = setup.k, setup.shape[2]
     d = plan.shapes[1][2]
     score_of_code = setup.codes[1]
@@ -50,20 +51,8 @@ def minimal_grid_decode(plan: DecodePlan) -> FloorDecode:
     def decode(
         heat: np.ndarray, center: np.ndarray, feats: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
-        # peaks: window max on the padded flat copy, plateau tie-break, then the top K codes
-        buf = layout.buffer()
-        buf[c + r : c + n - r].reshape(layout.h, layout.w + 2, c)[:, 1 : layout.w + 1] = heat[0]
-        hm = np.maximum(buf[:n], buf[c : c + n])
-        np.maximum(hm, buf[2 * c : 2 * c + n], out=hm)
-        vm = np.maximum(hm[:m], hm[r : r + m])
-        np.maximum(vm, hm[2 * r :], out=vm)
-        np.maximum(vm, cut, out=vm)
-        is_max = np.greater_equal(buf[c + r : c + n - r], vm)
-        peak = np.greater(is_max[c:], is_max[:-c])
-        up = np.logical_or(is_max[: m - 2 * c], is_max[c : m - c])
-        np.logical_or(up, is_max[2 * c :], out=up)
-        np.greater(peak[r:], up[: m - c - r], out=peak[r:])
-        idx = layout.origin.take(peak.nonzero()[0])
+        # peaks: the decoder's own window max on the padded flat copy, then the top K codes
+        idx = _dense_peaks(heat[0], cut, layout)
         codes = heat.reshape(-1).take(idx)
         order = np.invert(codes).argsort(kind="stable")[:k_max]
         idx = idx.take(order)
